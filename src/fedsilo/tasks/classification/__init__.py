@@ -1,1 +1,5 @@
-"""fedsilo.tasks.classification."""
+"""Federated diabetic-retinopathy grading."""
+
+from .task import ClassificationTask
+
+__all__ = ["ClassificationTask"]

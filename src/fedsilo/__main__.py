@@ -1,0 +1,5 @@
+"""``python -m fedsilo`` = the ``fedsilo`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

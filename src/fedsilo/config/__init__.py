@@ -1,0 +1,73 @@
+"""Typed experiment configs: TOML files in ``configs/`` plus ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .loader import ConfigError, apply_overrides, dumps, from_dict, iter_fields, load_toml, to_dict
+from .schema import ExperimentConfig
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "config_from_dict",
+    "config_hash",
+    "config_from_toml_text",
+    "dumps",
+    "iter_fields",
+    "load_config",
+    "to_dict",
+]
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Validate a nested dict (after applying ``section.key=value`` overrides)."""
+    data = apply_overrides(_deepcopy(dict(data)), overrides)
+    return from_dict(ExperimentConfig, data)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Load, override and validate an experiment config file.
+
+    Raises
+    ------
+    ConfigError
+        With the file name for unreadable files, and the dotted key for invalid values.
+    """
+    try:
+        return config_from_dict(load_toml(path), overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_from_toml_text(text: str) -> ExperimentConfig:
+    """Parse the resolved TOML text that travels in Flower messages and run folders."""
+    import tomllib
+
+    return config_from_dict(tomllib.loads(text))
+
+
+def config_hash(cfg: ExperimentConfig, *sections: str) -> str:
+    """Short stable hash of the whole config or of some of its sections (cache keys)."""
+    data = to_dict(cfg)
+    if sections:
+        data = {s: data[s] for s in sections}
+    return hashlib.sha256(repr(sorted(_flatten(data))).encode()).hexdigest()[:16]
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, Mapping):
+            out.extend(_flatten(v, key))
+        else:
+            out.append((key, repr(v)))
+    return out
+
+
+def _deepcopy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in data.items()}

@@ -1,0 +1,241 @@
+"""The experiment config schema: every key a TOML file in ``configs/`` may set.
+
+Sections map one-to-one to TOML tables. Each field's ``doc`` is the sentence that appears in
+the generated config reference, so keep it precise (units, ranges, defaults' meaning).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .loader import ConfigError, param, section
+
+TaskName = Literal["classification", "synthesis", "segmentation"]
+ModeName = Literal["federated", "centralised", "local"]
+EngineName = Literal["local", "simulation"]
+StrategyName = Literal[
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedavgm",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "fedbn",
+]
+PartitionName = Literal["iid", "dirichlet", "pathological", "size_skew", "natural", "severity"]
+NormName = Literal["batch", "group", "instance", "none"]
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+@dataclass
+class ExperimentSection:
+    name: str = param("experiment", "Name used in run folders and reports.")
+    task: TaskName = param("classification", "What is learnt: DR grading, GAN synthesis or organ segmentation.")
+    mode: ModeName = param(
+        "federated",
+        "federated = Flower rounds across sites; centralised = all sites' training data pooled "
+        "(upper reference); local = each site trains alone (lower reference).",
+    )
+    seed: int = param(0, "Seed for every random choice (data, partition, init, sampling, training).", ge=0)
+    device: str = param("auto", "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")
+    engine: EngineName = param(
+        "local",
+        "How federated rounds run: local = in-process Flower Grid (deterministic, no Ray); "
+        "simulation = Flower's simulation engine (Ray). `fedsilo run --engine` overrides it.",
+    )
+    threads: int = param(0, "Torch CPU threads per process (0 = torch's default).", ge=0)
+
+    def validate(self, prefix: str) -> None:
+        if not _DEVICE_RE.match(self.device):
+            raise ConfigError(
+                f"{prefix}.device must be one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps', got {self.device!r}"
+            )
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"{prefix}.name must be a non-empty name without '/', got {self.name!r}")
+
+
+@dataclass
+class FundusPhantomSection:
+    n_train: int = param(600, "Phantom training images (all sites together).", ge=1)
+    n_test: int = param(200, "Phantom held-out test images (the global test split).", ge=0)
+    n_cameras: int = param(
+        3, "Distinct camera styles (colour cast, vignetting, blur); `natural` partitioning gives one per site.", ge=1
+    )
+    grade_weights: list[float] = param(
+        [0.45, 0.12, 0.19, 0.18, 0.06],
+        "Relative frequency of DR grades 0-4 (default: RetinaMNIST's skew).",
+        ge=0.0,
+    )
+
+    def validate(self, prefix: str) -> None:
+        if len(self.grade_weights) != 5 or sum(self.grade_weights) <= 0:
+            raise ConfigError(
+                f"{prefix}.grade_weights must be 5 non-negative numbers with a positive sum, "
+                f"got {self.grade_weights!r}"
+            )
+
+
+@dataclass
+class ImageFolderSection:
+    csv: str = param("", "CSV of labels (APTOS/EyePACS layout); relative paths are relative to data.path.")
+    image_dir: str = param("", "Folder of images; relative to data.path; empty = data.path itself.")
+    id_column: str = param("id_code", "CSV column with the image id (file name without extension, or with it).")
+    label_column: str = param("diagnosis", "CSV column with the DR grade 0-4.")
+    site_column: str = param("", "Optional CSV column naming each image's site (for `natural` partitioning).")
+    extensions: list[str] = param([".png", ".jpg", ".jpeg", ".tif"], "File extensions tried for each id.")
+
+
+@dataclass
+class FundusPreprocessSection:
+    grayscale: bool = param(False, "Convert to one channel (luminance) instead of RGB.")
+    clahe: bool = param(False, "Contrast-limited adaptive histogram equalisation (per channel, skimage).")
+    clahe_clip: float = param(0.01, "CLAHE clip limit (skimage's normalised clip_limit).", gt=0.0, le=1.0)
+    clahe_tiles: int = param(8, "CLAHE tiles per side.", ge=1)
+    gamma: float = param(1.0, "Gamma correction exponent applied to [0, 1] intensities (1 = off).", gt=0.0)
+    quantise_levels: int = param(0, "Quantise intensities to this many levels (0 = off).", ge=0, le=256)
+
+    def validate(self, prefix: str) -> None:
+        if self.quantise_levels == 1:
+            raise ConfigError(f"{prefix}.quantise_levels must be 0 (off) or 2..256, got 1")
+
+
+@dataclass
+class DataSection:
+    source: Literal["phantom", "medmnist", "imagefolder"] = param(
+        "phantom", "Where images come from: built-in phantom, a MedMNIST .npz file, or an image folder + CSV."
+    )
+    path: str = param("", "MedMNIST .npz file or image-folder root (unused for phantom).")
+    image_size: int = param(28, "Images are resized to image_size x image_size pixels.", ge=8, le=512)
+    train_split: str = param("train", "MedMNIST split partitioned over the sites.")
+    test_split: str = param(
+        "test", "MedMNIST split used as the global held-out test set ('' = none). RetinaMNIST here has only 'val'."
+    )
+    val_fraction: float = param(
+        0.15, "Fraction of each site's partition kept as that site's validation split.", ge=0.0, lt=1.0
+    )
+    phantom: FundusPhantomSection = section(FundusPhantomSection, "Built-in fundus phantom.")
+    imagefolder: ImageFolderSection = section(ImageFolderSection, "Image folder with a CSV of labels.")
+    preprocess: FundusPreprocessSection = section(FundusPreprocessSection, "Fundus preprocessing (FedGAN pipeline).")
+
+
+@dataclass
+class PartitionSection:
+    name: PartitionName = param(
+        "iid",
+        "How training data is split into sites: iid, dirichlet (label skew, alpha), pathological "
+        "(classes_per_site grades per site), size_skew, natural (by site/camera id), severity "
+        "(each grade held by sites_per_class sites: the FedGAN protocol).",
+    )
+    alpha: float = param(0.5, "Dirichlet concentration (smaller = more skewed).", gt=0.0)
+    classes_per_site: int = param(2, "Grades per site for `pathological`.", ge=1)
+    sites_per_class: int = param(2, "Sites sharing each grade for `severity`.", ge=1)
+    size_skew: Literal["linear", "square", "exponential"] = param(
+        "linear", "Site size profile for `size_skew` (flwr-datasets Linear/Square/Exponential partitioner)."
+    )
+    min_size: int = param(2, "Minimum training images per site (dirichlet retries until met).", ge=0)
+
+
+@dataclass
+class StrategySection:
+    name: StrategyName = param("fedavg", "Aggregation strategy (Flower strategies; fedbn keeps normalisation local).")
+    proximal_mu: float = param(0.01, "FedProx proximal weight mu (applied in the client loss).", ge=0.0)
+    server_lr: float = param(0.1, "Server learning rate eta (fedadam, fedyogi, fedadagrad, fedavgm).", gt=0.0)
+    server_momentum: float = param(0.9, "Server momentum (fedavgm).", ge=0.0, lt=1.0)
+    beta_1: float = param(0.9, "First-moment decay (fedadam, fedyogi).", ge=0.0, lt=1.0)
+    beta_2: float = param(0.99, "Second-moment decay (fedadam, fedyogi).", ge=0.0, lt=1.0)
+    tau: float = param(1e-3, "Adaptivity constant tau (fedadam, fedyogi, fedadagrad).", gt=0.0)
+    trim_beta: float = param(0.2, "Fraction trimmed from each end (fedtrimmedavg).", ge=0.0, lt=0.5)
+    num_malicious: int = param(0, "Assumed malicious sites f (krum, multikrum, bulyan).", ge=0)
+    num_selected: int = param(1, "Updates kept by multikrum.", ge=1)
+    local_norm: bool = param(
+        False, "Keep normalisation parameters and statistics local to each site (FedBN-style) with any strategy."
+    )
+
+
+@dataclass
+class FederationSection:
+    num_sites: int = param(3, "Number of sites (hospitals).", ge=1, le=1000)
+    rounds: int = param(5, "Federated rounds (centralised/local modes: training periods of the same size).", ge=1)
+    fraction_train: float = param(1.0, "Fraction of sites sampled for training each round.", gt=0.0, le=1.0)
+    min_sites: int = param(
+        1, "Minimum sites sampled and minimum valid updates per round; fewer stops the run with an error.", ge=1
+    )
+    eval_every: int = param(1, "Sites evaluate the global model on their validation split every N rounds.", ge=1)
+    timeout: float = param(3600.0, "Seconds to wait for site replies each round.", gt=0.0)
+    site_names: list[str] = param([], "Names of the sites (default site-1 ... site-N).")
+    strategy: StrategySection = section(StrategySection, "Aggregation strategy.")
+
+
+@dataclass
+class TrainSection:
+    local_epochs: int = param(1, "Local epochs per round at each site.", ge=1)
+    local_steps: int = param(0, "Local optimiser steps per round (0 = use local_epochs).", ge=0)
+    batch_size: int = param(32, "Training batch size.", ge=1)
+    lr: float = param(1e-3, "Learning rate.", gt=0.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = param("adam", "Local optimiser (reset each round).")
+    momentum: float = param(0.9, "SGD momentum.", ge=0.0, lt=1.0)
+    weight_decay: float = param(0.0, "Weight decay.", ge=0.0)
+
+
+@dataclass
+class ClassifierSection:
+    width: int = param(32, "Channels of the first conv block (doubles per block).", ge=1)
+    depth: int = param(3, "Conv blocks (each halves the resolution).", ge=1, le=6)
+    norm: NormName = param("batch", "Normalisation layers (group/none for DP-SGD).")
+    dropout: float = param(0.0, "Dropout before the classifier head.", ge=0.0, lt=1.0)
+
+
+@dataclass
+class EvalSection:
+    batch_size: int = param(256, "Evaluation batch size.", ge=1)
+
+
+@dataclass
+class SimulationSection:
+    cpus_per_site: float = param(
+        1.0, "CPUs Ray reserves per simulated site (Flower simulation engine only).", gt=0.0
+    )
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment. Build it with :func:`fedsilo.config.load_config`."""
+
+    experiment: ExperimentSection = section(ExperimentSection, "What runs, how, with which seed.")
+    data: DataSection = section(DataSection, "Images, preprocessing and splits.")
+    partition: PartitionSection = section(PartitionSection, "Splitting training data into sites.")
+    federation: FederationSection = section(FederationSection, "Rounds, sites, sampling and strategy.")
+    train: TrainSection = section(TrainSection, "Local training at each site.")
+    classifier: ClassifierSection = section(ClassifierSection, "DR-grade CNN classifier (task = classification).")
+    eval: EvalSection = section(EvalSection, "Evaluation.")
+    simulation: SimulationSection = section(SimulationSection, "Flower simulation engine settings.")
+
+    def validate(self, prefix: str = "") -> None:
+        fed, part = self.federation, self.partition
+        if fed.min_sites > fed.num_sites:
+            raise ConfigError(
+                f"federation.min_sites must be <= federation.num_sites ({fed.num_sites}), got {fed.min_sites}"
+            )
+        if fed.site_names and len(fed.site_names) != fed.num_sites:
+            raise ConfigError(
+                f"federation.site_names must name all {fed.num_sites} sites, got {len(fed.site_names)} names"
+            )
+        if len(set(fed.site_names)) != len(fed.site_names):
+            raise ConfigError(f"federation.site_names must be unique, got {fed.site_names!r}")
+        if part.name == "severity" and part.sites_per_class > fed.num_sites:
+            raise ConfigError(
+                f"partition.sites_per_class must be <= federation.num_sites ({fed.num_sites}), "
+                f"got {part.sites_per_class}"
+            )
+        if part.name == "pathological" and part.classes_per_site > 5:
+            raise ConfigError(f"partition.classes_per_site must be <= 5 (DR grades), got {part.classes_per_site}")
+        if self.data.source != "phantom" and not self.data.path:
+            raise ConfigError(f"data.path must name the {self.data.source} data when data.source = {self.data.source!r}")

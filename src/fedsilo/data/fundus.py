@@ -1,0 +1,93 @@
+"""Fundus data for DR grading and synthesis: sources -> preprocessing -> sites.
+
+One function, :func:`federated_fundus`, turns the ``[data]``, ``[partition]`` and
+``[federation]`` sections into per-site train/validation sets and the global test set. The
+result is cached per process (sites of the in-process engine share it; each Ray worker builds
+it once), keyed by the config sections that determine it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..config import ExperimentConfig, config_hash
+from ..seeding import derive_seed, np_rng
+from .errors import DataError
+from .federated import FederatedData, SiteData, default_site_names, process_cached
+from .images import ImageArrays, ImageDataset
+from .partition import partition_indices, partition_table, split_validation
+from .preprocess_fundus import preprocess_fundus
+
+logger = logging.getLogger(__name__)
+
+NUM_GRADES = 5
+GRADE_NAMES = ("0 no DR", "1 mild", "2 moderate", "3 severe", "4 proliferative")
+
+
+def load_fundus_arrays(cfg: ExperimentConfig) -> tuple[ImageArrays, ImageArrays | None]:
+    """Raw (training pool, global test) arrays from the configured source."""
+    data = cfg.data
+    if data.source == "phantom":
+        from .phantoms.fundus import fundus_phantom_dataset
+
+        ph = data.phantom
+        seed = cfg.experiment.seed
+        imgs, grades, cams = fundus_phantom_dataset(
+            ph.n_train, data.image_size, seed=derive_seed(seed, "phantom-train"),
+            grade_weights=ph.grade_weights, n_cameras=ph.n_cameras,
+        )
+        train = ImageArrays(imgs, grades, cams, origin="fundus phantom (train)")
+        test = None
+        if ph.n_test:
+            imgs, grades, cams = fundus_phantom_dataset(
+                ph.n_test, data.image_size, seed=derive_seed(seed, "phantom-test"),
+                grade_weights=ph.grade_weights, n_cameras=ph.n_cameras,
+            )
+            test = ImageArrays(imgs, grades, cams, origin="fundus phantom (test)")
+        return train, test
+    if data.source == "medmnist":
+        from .sources.medmnist import load_medmnist
+
+        train = load_medmnist(data.path, data.train_split, num_classes=NUM_GRADES)
+        test = load_medmnist(data.path, data.test_split, num_classes=NUM_GRADES) if data.test_split else None
+        return train, test
+    if data.source == "imagefolder":
+        from .sources.imagefolder import load_image_folder
+
+        f = data.imagefolder
+        if not f.csv:
+            raise DataError("data.imagefolder.csv must name the label CSV when data.source = 'imagefolder'")
+        pool = load_image_folder(
+            data.path, f.csv, image_dir=f.image_dir, id_column=f.id_column, label_column=f.label_column,
+            site_column=f.site_column, extensions=f.extensions, size=data.image_size, num_classes=NUM_GRADES,
+        )
+        return pool, None
+    raise DataError(f"data.source {data.source!r} is not a fundus source (phantom, medmnist, imagefolder)")
+
+
+def federated_fundus(cfg: ExperimentConfig) -> FederatedData[ImageDataset]:
+    """Per-site fundus splits for ``cfg`` (cached per process)."""
+    fed = cfg.federation
+    key = ("fundus", config_hash(cfg, "data", "partition"), cfg.experiment.seed, fed.num_sites, tuple(fed.site_names))
+    return process_cached(key, lambda: _build(cfg))
+
+
+def _build(cfg: ExperimentConfig) -> FederatedData[ImageDataset]:
+    seed, num_sites = cfg.experiment.seed, cfg.federation.num_sites
+    train_raw, test_raw = load_fundus_arrays(cfg)
+    pool = preprocess_fundus(train_raw, cfg.data.image_size, cfg.data.preprocess)
+    test = preprocess_fundus(test_raw, cfg.data.image_size, cfg.data.preprocess) if test_raw is not None else None
+    parts = partition_indices(
+        train_raw.labels, num_sites, cfg.partition, derive_seed(seed, "partition"), groups=train_raw.groups
+    )
+    site_names = default_site_names(num_sites, cfg.federation.site_names)
+    rng = np_rng(seed, "site-val")
+    splits = [split_validation(idx, cfg.data.val_fraction, rng) for idx in parts]
+    table = partition_table([tr for tr, _ in splits], train_raw.labels, NUM_GRADES)
+    sites = [
+        SiteData(name, pool.subset(tr), pool.subset(va), info={"class_counts": table[i].tolist()})
+        for i, (name, (tr, va)) in enumerate(zip(site_names, splits, strict=True))
+    ]
+    return FederatedData(sites, test, table, GRADE_NAMES)

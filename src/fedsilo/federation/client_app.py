@@ -1,0 +1,152 @@
+"""The fedsilo ClientApp: what runs at each site (an ordinary Flower ClientApp).
+
+A site learns which data it holds from its node config:
+
+- in-process and simulation engines: ``partition-id`` (and ``num-partitions``), the site's
+  position in the partition of the configured data;
+- deployment: ``site-name`` and ``data-path``, the site's own data on its own host.
+
+Everything else — task, model, training settings — comes with each message as the resolved
+experiment config, so a SuperNode needs only the installed package and its data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..config import ExperimentConfig, config_from_toml_text
+from ..data.federated import SiteData
+from ..seeding import resolve_device
+from ..tasks import Task, TrainContext, make_task
+from .messages import (
+    ARRAYS,
+    CONFIG,
+    CONFIG_TOML,
+    METRICS,
+    NUM_EXAMPLES,
+    SITE,
+    SITE_STATE,
+    arrays_to_state,
+    state_to_arrays,
+)
+
+logger = logging.getLogger(__name__)
+
+app = ClientApp()
+
+
+@dataclass
+class SiteJob:
+    """A site's view of the experiment: config, task, its data and where to compute."""
+
+    cfg: ExperimentConfig
+    task: Task
+    index: int
+    site: SiteData[Any]
+    device: torch.device
+
+
+_JOBS: dict[tuple[str, str], SiteJob] = {}
+
+
+def site_job(msg: Message, context: Context) -> SiteJob:
+    """Resolve (and cache per process) the site's job from a message and the node config."""
+    text = str(msg.content.config_records[CONFIG][CONFIG_TOML])
+    node = context.node_config
+    key = (hashlib.sha256(text.encode()).hexdigest(), repr(sorted(node.items())))
+    job = _JOBS.get(key)
+    if job is None:
+        cfg = config_from_toml_text(text)
+        if cfg.experiment.threads:
+            torch.set_num_threads(cfg.experiment.threads)
+        task = make_task(cfg)
+        if "data-path" in node:
+            index, site = task_site_from_path(task, node)
+        else:
+            index = int(node["partition-id"])
+            site = task.site_data(index)
+        device = resolve_device(str(node.get("device", cfg.experiment.device)))
+        job = SiteJob(cfg, task, index, site, device)
+        if len(_JOBS) > 8:
+            _JOBS.clear()
+        _JOBS[key] = job
+    return job
+
+
+def task_site_from_path(task: Task, node: dict[str, Any]) -> tuple[int, SiteData[Any]]:
+    """Deployment: the site's own data from ``data-path`` (see the deployment guide)."""
+    loader = getattr(task, "site_from_path", None)
+    if loader is None:
+        raise ValueError(f"task {task.name!r} cannot load a site's data from a node's data-path yet")
+    return int(node.get("site-index", 0)), loader(str(node["data-path"]), str(node.get("site-name", "site")))
+
+
+def _model_from(job: SiteJob, msg: Message) -> torch.nn.Module:
+    model = job.task.build_model()
+    model.load_state_dict(arrays_to_state(msg.content.array_records[ARRAYS]))
+    return model.to(job.device)
+
+
+def _site_state(msg: Message) -> dict[str, Any]:
+    record = msg.content.config_records.get(SITE_STATE)
+    return dict(record) if record is not None else {}
+
+
+@app.query("site_info")
+def site_info(msg: Message, context: Context) -> Message:
+    """Who this site is and how much data it holds (aggregate counts only, never samples)."""
+    job = site_job(msg, context)
+    counts = job.site.info.get("class_counts")
+    metrics = MetricRecord({
+        "site-index": job.index,
+        "num-train": len(job.site.train),
+        "num-val": len(job.site.val),
+        "class-counts": [int(c) for c in counts] if counts is not None else [],
+    })
+    info = ConfigRecord({"site-name": job.site.name, **{k: v for k, v in job.site.info.items()
+                                                        if isinstance(v, (str, int, float, bool))}})
+    return Message(RecordDict({METRICS: metrics, SITE: info}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training from the received global weights."""
+    job = site_job(msg, context)
+    model = _model_from(job, msg)
+    conf = msg.content.config_records[CONFIG]
+    state = _site_state(msg)
+    ctx = TrainContext(
+        round=int(conf.get("server-round", 0)),
+        site_index=job.index,
+        site_name=job.site.name,
+        device=job.device,
+        proximal_mu=float(conf.get("proximal-mu", 0.0)),
+        config={k: v for k, v in conf.items() if k != CONFIG_TOML},
+        site_state=state,
+    )
+    result = job.task.train(model, job.site.train, ctx)
+    content = RecordDict({
+        ARRAYS: state_to_arrays(model.state_dict()),
+        METRICS: MetricRecord({NUM_EXAMPLES: int(result.num_examples), **result.metrics}),
+    })
+    if ctx.site_state:
+        content[SITE_STATE] = ConfigRecord(ctx.site_state)
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Metrics of the received model on the site's validation split (``val_`` prefixed)."""
+    job = site_job(msg, context)
+    model = _model_from(job, msg)
+    metrics = job.task.evaluate(model, job.site.val, job.device)
+    n = int(metrics.pop("n", len(job.site.val)))
+    record = MetricRecord({NUM_EXAMPLES: n, **{f"val_{k}": float(v) for k, v in metrics.items()}})
+    return Message(RecordDict({METRICS: record}), reply_to=msg)

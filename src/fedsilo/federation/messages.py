@@ -1,0 +1,62 @@
+"""What travels in Flower messages between the ServerApp and the ClientApps.
+
+Every message to a site carries the resolved experiment config as TOML text (``config`` record,
+key ``fedsilo-config``), so a SuperNode needs nothing but the installed package and its own
+data. Model weights travel as an :class:`~flwr.app.ArrayRecord` under ``arrays``; replies carry
+one ArrayRecord (training) and one MetricRecord with ``num-examples`` (the FedAvg weight).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+SITE = "site"
+SITE_STATE = "site-state"
+CONFIG_TOML = "fedsilo-config"
+NUM_EXAMPLES = "num-examples"
+QUERY_SITE_INFO = "query.site_info"
+
+
+def state_to_arrays(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
+    """ArrayRecord of a state dict (tensors or numpy arrays), keys kept in order."""
+    out = ArrayRecord()
+    for k, v in state.items():
+        arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        out[k] = Array(np.ascontiguousarray(arr))
+    return out
+
+
+def arrays_to_numpy(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
+    """Numpy arrays of an ArrayRecord, in record order."""
+    return OrderedDict((k, v.numpy()) for k, v in record.items())
+
+
+def arrays_to_state(record: ArrayRecord | Mapping[str, np.ndarray]) -> OrderedDict[str, torch.Tensor]:
+    """torch state dict of an ArrayRecord or a dict of numpy arrays."""
+    items = arrays_to_numpy(record).items() if isinstance(record, ArrayRecord) else record.items()
+    return OrderedDict((k, torch.from_numpy(np.array(v, copy=True))) for k, v in items)
+
+
+def cast_like(arrays: ArrayRecord, template: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Cast aggregated arrays back to the template's dtypes (averaging turns int counters into floats)."""
+    out = ArrayRecord()
+    for k, v in arrays.items():
+        a = v.numpy()
+        ref = template.get(k)
+        if ref is not None and a.dtype != ref.dtype:
+            a = np.round(a).astype(ref.dtype) if np.issubdtype(ref.dtype, np.integer) else a.astype(ref.dtype)
+        out[k] = Array(np.ascontiguousarray(a))
+    return out
+
+
+def config_record(**values: object) -> ConfigRecord:
+    """A ConfigRecord from keyword values (None dropped)."""
+    return ConfigRecord({k.replace("_", "-"): v for k, v in values.items() if v is not None})

@@ -1,0 +1,369 @@
+"""The fedsilo ServerApp: federated rounds over any Flower Grid (in-process, simulation, deployment).
+
+Each round: sample sites with a seeded generator, let the strategy configure the training
+messages, send them through the Grid, validate every reply (wrong keys/shapes/dtypes,
+non-finite values, errors are rejected and logged by site), aggregate the valid ones *in site
+order* (so the floating-point sums do not depend on arrival order), evaluate on the sites'
+validation splits and the global test split, log per-site and global metrics, checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
+
+from .. import progress
+from ..config import dumps
+from ..data.partition import format_partition_table, save_partition_table
+from ..loop import FederationError, Row, run_rounds
+from ..models.norms import norm_state_keys
+from ..runs import RunDir
+from ..seeding import derive_seed, np_rng, resolve_device
+from ..tasks import Task, make_task
+from .messages import (
+    ARRAYS,
+    CONFIG,
+    CONFIG_TOML,
+    METRICS,
+    NUM_EXAMPLES,
+    QUERY_SITE_INFO,
+    SITE,
+    SITE_STATE,
+    arrays_to_numpy,
+    arrays_to_state,
+    cast_like,
+    state_to_arrays,
+)
+from .strategies import LocalStateStrategy, build_strategy, load_strategy_state, strategy_state
+from .validation import check_train_reply, describe_template
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SiteInfo:
+    """A connected site as the server knows it (from its site_info reply)."""
+
+    node_id: int
+    name: str
+    index: int
+    num_train: int
+    num_val: int
+    class_counts: list[int]
+
+
+class SubsetGrid(Grid):
+    """A view of a Grid that exposes only some node ids (the sites sampled this round)."""
+
+    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        self._grid = grid
+        self._ids = list(node_ids)
+
+    def set_run(self, run: Any) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self._grid.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
+    """The configured strategy, wrapped to keep state local where the mode or strategy asks."""
+    cfg = task.cfg
+    base = build_strategy(cfg.federation.strategy, cfg.federation.num_sites)
+    if cfg.experiment.mode == "local":
+        return LocalStateStrategy(base, lambda key: True)
+    if cfg.federation.strategy.name == "fedbn" or cfg.federation.strategy.local_norm:
+        if not norm_keys:
+            logger.warning("Local normalisation requested but the model has no normalisation layers")
+        return LocalStateStrategy(base, norm_keys.__contains__)
+    return base
+
+
+class FederatedRounds:
+    """Round executor of a federated (or local-reference) run over a Flower Grid."""
+
+    def __init__(self, grid: Grid, run: RunDir) -> None:
+        self.grid = grid
+        self.run = run
+        self.cfg = run.cfg
+        self.task = make_task(self.cfg)
+        self.device = resolve_device(self.cfg.experiment.device)
+        self.label = f"{self.cfg.experiment.name} ({self.cfg.experiment.mode})"
+        model = self.task.build_model()
+        initial = self.task.initial_state()
+        self.arrays: ArrayRecord = state_to_arrays(initial)
+        self.template = describe_template(arrays_to_numpy(self.arrays))
+        self.strategy = make_strategy(self.task, norm_state_keys(model))
+        self.config_text = dumps(self.cfg)
+        self.sites: list[SiteInfo] = []
+        self.site_state: dict[str, dict[str, Any]] = {}
+        self._test = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _config(self) -> ConfigRecord:
+        return ConfigRecord({CONFIG_TOML: self.config_text})
+
+    def _wait_for_nodes(self) -> list[int]:
+        want, timeout = self.cfg.federation.num_sites, self.cfg.federation.timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = sorted(self.grid.get_node_ids())
+            if len(ids) >= want:
+                return ids
+            if time.monotonic() > deadline:
+                raise FederationError(f"only {len(ids)} of {want} sites connected within {timeout:.0f}s")
+            logger.info("Waiting for sites: %d of %d connected", len(ids), want)
+            time.sleep(1.0)
+
+    def setup(self) -> None:
+        """Ask every node who it is; order sites; write the partition table."""
+        ids = self._wait_for_nodes()
+        msgs = [Message(RecordDict({CONFIG: self._config()}), dst_node_id=nid, message_type=QUERY_SITE_INFO)
+                for nid in ids]
+        sites = []
+        for reply in self.grid.send_and_receive(msgs, timeout=self.cfg.federation.timeout):
+            if reply.has_error():
+                raise FederationError(f"node {reply.metadata.src_node_id} failed to describe itself: "
+                                      f"{reply.error.reason}")
+            m, s = reply.content.metric_records[METRICS], reply.content.config_records[SITE]
+            sites.append(SiteInfo(reply.metadata.src_node_id, str(s["site-name"]), int(m["site-index"]),
+                                  int(m["num-train"]), int(m["num-val"]), [int(c) for c in m["class-counts"]]))
+        names = [s.name for s in sites]
+        if len(set(names)) != len(names):
+            raise FederationError(f"site names must be unique, got {sorted(names)}")
+        self.sites = sorted(sites, key=lambda s: (s.index, s.name))
+        if isinstance(self.strategy, LocalStateStrategy):
+            self.strategy.set_groups({s.node_id: s.name for s in self.sites})
+        self._write_partition()
+
+    def _write_partition(self) -> None:
+        counts = [s.class_counts for s in self.sites]
+        if not counts or not all(counts):
+            return
+        table = np.array(counts)
+        data = self.task.federated_data() if self._has_local_data() else None
+        class_names = list(data.class_names) if data is not None else [str(i) for i in range(table.shape[1])]
+        names = [s.name for s in self.sites]
+        logger.info("Partition (training samples per class and site):\n%s",
+                    format_partition_table(table, names, class_names))
+        save_partition_table(table, names, class_names, self.run.artifact("partition.csv"),
+                             self.run.artifact("partition.png"))
+
+    def _has_local_data(self) -> bool:
+        try:
+            self.task.federated_data()
+            return True
+        except Exception:  # noqa: BLE001 - a coordinator without data (deployment)
+            return False
+
+    # -- rounds --------------------------------------------------------------------------------
+
+    def _sample(self, rnd: int) -> list[SiteInfo]:
+        fed = self.cfg.federation
+        k = min(len(self.sites), max(fed.min_sites, int(len(self.sites) * fed.fraction_train)))
+        if k == len(self.sites):
+            return list(self.sites)
+        chosen = np_rng(self.cfg.experiment.seed, "sample", rnd).choice(len(self.sites), size=k, replace=False)
+        return [self.sites[i] for i in sorted(chosen)]
+
+    def _send(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        for msg in messages:
+            state = self.site_state.get(self._by_node[msg.metadata.dst_node_id].name)
+            if state:
+                msg.content[SITE_STATE] = ConfigRecord(state)
+        replies = list(self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout))
+        order = {s.node_id: s.index for s in self.sites}
+        return sorted(replies, key=lambda m: order.get(m.metadata.src_node_id, 1 << 30))
+
+    @property
+    def _by_node(self) -> dict[int, SiteInfo]:
+        return {s.node_id: s for s in self.sites}
+
+    def _configure(self, fn: Callable[..., Iterable[Message]], rnd: int, sites: list[SiteInfo]) -> list[Message]:
+        # Flower's strategies shuffle the nodes they are given with the global `random`; seed it
+        # so message order (not results: replies are sorted) is reproducible too.
+        random.seed(derive_seed(self.cfg.experiment.seed, "configure", rnd))
+        msgs = fn(rnd, self.arrays, self._config(), SubsetGrid(self.grid, [s.node_id for s in sites]))
+        # Strategies share one RecordDict among messages; give each its own before adding site state.
+        return [Message(RecordDict(dict(m.content.items())), dst_node_id=m.metadata.dst_node_id,
+                        message_type=m.metadata.message_type) for m in msgs]
+
+    def train_round(self, rnd: int) -> list[Row]:
+        sampled = self._sample(rnd)
+        progress.current().round_started(rnd, [s.name for s in sampled])
+        replies = self._send(self._configure(self.strategy.configure_train, rnd, sampled))
+        rows, valid = [], []
+        by_node = self._by_node
+        answered = set()
+        for reply in replies:
+            site = by_node.get(reply.metadata.src_node_id)
+            if site is None:
+                logger.warning("Round %d: reply from unknown node %s ignored", rnd, reply.metadata.src_node_id)
+                continue
+            answered.add(site.node_id)
+            reason = check_train_reply(reply, self.template)
+            if reason is not None:
+                logger.warning("Round %d: update from %s rejected: %s", rnd, site.name, reason)
+                rows.append(Row(site.name, {"rejected": 1, "reason": reason}))
+                continue
+            valid.append(reply)
+            metrics = dict(reply.content.metric_records[METRICS])
+            rows.append(Row(site.name, metrics))
+            state = reply.content.config_records.get(SITE_STATE)
+            if state is not None:
+                self.site_state[site.name] = dict(state)
+        for site in sampled:
+            if site.node_id not in answered:
+                logger.warning("Round %d: %s did not reply within %.0fs (dropped out)", rnd, site.name,
+                               self.cfg.federation.timeout)
+                rows.append(Row(site.name, {"dropped": 1}))
+        need = self.cfg.federation.min_sites
+        if len(valid) < need:
+            raise FederationError(
+                f"round {rnd}: only {len(valid)} valid update(s), federation.min_sites = {need}; stopping. "
+                f"The last good checkpoint (round {rnd - 1}) is intact in {self.run.checkpoint_path}"
+            )
+        arrays, _ = self.strategy.aggregate_train(rnd, valid)
+        if arrays is None:
+            raise FederationError(f"round {rnd}: the strategy produced no aggregate")
+        self.arrays = cast_like(arrays, {k: np.empty(0, dtype=d) for k, (_, d) in self.template.items()})
+        rows.append(Row("global", {"sites_sampled": len(sampled), "sites_aggregated": len(valid),
+                                   "sites_rejected": sum(1 for r in rows if r.values.get("rejected")),
+                                   "sites_dropped": sum(1 for r in rows if r.values.get("dropped"))}))
+        return rows
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _test_data(self) -> Any | None:
+        if self._test is None:
+            try:
+                self._test = self.task.test_data()
+            except Exception as exc:  # noqa: BLE001 - coordinator without data
+                logger.warning("No global test split available on the server: %s", exc)
+                self._test = False
+        return self._test or None
+
+    def _model(self, arrays: ArrayRecord):
+        model = self.task.build_model()
+        model.load_state_dict(arrays_to_state(arrays))
+        return model.to(self.device)
+
+    def evaluate(self, rnd: int, *, sites: bool = True) -> list[Row]:
+        rows: list[Row] = []
+        if sites and self.sites:
+            replies = self._send(self._configure(self.strategy.configure_evaluate, rnd, self.sites))
+            good = []
+            for reply in replies:
+                site = self._by_node.get(reply.metadata.src_node_id)
+                if site is None:
+                    continue
+                if reply.has_error():
+                    logger.warning("Round %d: evaluation failed at %s: %s", rnd, site.name, reply.error.reason)
+                    continue
+                metrics = dict(reply.content.metric_records[METRICS])
+                if metrics.get(NUM_EXAMPLES, 0) > 0:
+                    good.append(reply)
+                rows.append(Row(site.name, {k: v for k, v in metrics.items() if k != NUM_EXAMPLES}))
+            if good and self.cfg.experiment.mode == "federated":
+                agg = self.strategy.aggregate_evaluate(rnd, good)
+                if agg is not None:
+                    rows.append(Row("global", {k: float(v) for k, v in agg.items()}))
+        test = self._test_data()
+        if test is not None:
+            if isinstance(self.strategy, LocalStateStrategy) and (rnd > 0 or self.cfg.experiment.mode == "local"):
+                for site in self.sites:
+                    arrays = self.strategy.personalised(self.arrays, site.name)
+                    m = self.task.evaluate(self._model(arrays), test, self.device)
+                    rows.append(Row(site.name, {f"test_{k}": v for k, v in m.items()}))
+            if self.cfg.experiment.mode != "local":
+                model = self._model(self.arrays)
+                m = self.task.evaluate(model, test, self.device)
+                rows.append(Row("global", {f"test_{k}": v for k, v in m.items()}))
+                self.task.round_artifacts(model, rnd, self.run.path, self.device)
+        return rows
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"arrays": dict(arrays_to_numpy(self.arrays)), "strategy": strategy_state(self.strategy),
+                "site_state": dict(self.site_state)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.arrays = state_to_arrays(state["arrays"])
+        load_strategy_state(self.strategy, state["strategy"])
+        self.site_state = dict(state.get("site_state", {}))
+
+    def final_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": arrays_to_state(self.arrays), "mode": self.cfg.experiment.mode}
+        if isinstance(self.strategy, LocalStateStrategy):
+            out["site_models"] = {s.name: arrays_to_state(self.strategy.personalised(self.arrays, s.name))
+                                  for s in self.sites}
+        out["site_state"] = dict(self.site_state)
+        return out
+
+
+def make_server_app(
+    run_dir: str | Path | None = None,
+    on_round_end: Callable[[int], None] | None = None,
+) -> ServerApp:
+    """A ServerApp bound to a run folder (the CLI's engines) or reading it from the run config.
+
+    Under ``flwr run .`` the run config keys ``config`` (a TOML file) and ``out`` (the run
+    folder; empty = ``runs/<name>-<time>``) say what to run and where.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run = _run_from_context(context) if run_dir is None else RunDir.open(run_dir)
+        executor = FederatedRounds(grid, run)
+        run_rounds(executor, run, summary_key=f"test_{executor.task.primary_metric}", on_round_end=on_round_end)
+
+    return app
+
+
+def _run_from_context(context: Context) -> RunDir:
+    from ..config import load_config
+
+    cfg_path = str(context.run_config.get("config", ""))
+    out = str(context.run_config.get("out", ""))
+    if not cfg_path:
+        raise ValueError("run config key 'config' must name an experiment TOML file")
+    cfg = load_config(cfg_path)
+    if not out:
+        out = str(Path("runs") / f"{cfg.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (Path(out) / "config.toml").exists():
+        return RunDir.open(out)
+    return RunDir.create(out, cfg, engine="deployment")
+
+
+app = make_server_app()

@@ -1,0 +1,128 @@
+"""The round loop every mode shares: train, evaluate, log, checkpoint, resume.
+
+Federated runs (inside the ServerApp), and the centralised and local references run the same
+loop over a :class:`RoundExecutor`; only what a "round" does differs. After every round the
+executor's whole state (global weights, strategy state, site state) and the process RNG states
+are written atomically to ``checkpoints/latest.pt``; a resumed run restores them and continues
+with round k+1, giving bit-identical final weights to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from . import progress
+from .runs import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Row:
+    """One metrics.jsonl line without its round: a scope ("global" or a site) and values."""
+
+    scope: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class RunInterrupted(RuntimeError):
+    """Raised by a round callback to stop a run after a checkpoint (tests, budgets)."""
+
+
+class FederationError(RuntimeError):
+    """A round cannot proceed (too few valid updates); the last good checkpoint is intact."""
+
+
+class RoundExecutor(Protocol):
+    """What a mode does in a round. See :mod:`fedsilo.federation.server_app` and :mod:`fedsilo.references`."""
+
+    label: str
+
+    def setup(self) -> None: ...
+
+    def train_round(self, rnd: int) -> list[Row]: ...
+
+    def evaluate(self, rnd: int, *, sites: bool = True) -> list[Row]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def final_state(self) -> dict[str, Any]: ...
+
+
+def _rng_states() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _restore_rng(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def _summary(rows: list[Row], key: str) -> str:
+    for row in rows:
+        if row.scope == "global" and key in row.values and row.values[key] is not None:
+            return f"{key} {row.values[key]:.4f}"
+    return ""
+
+
+def run_rounds(
+    executor: RoundExecutor,
+    run: RunDir,
+    *,
+    summary_key: str = "",
+    on_round_end: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) all rounds of ``run.cfg`` with ``executor``; return the final state.
+
+    Parameters
+    ----------
+    executor
+        What happens in a round.
+    run
+        The run folder (config, metrics, checkpoints).
+    summary_key
+        Global metric shown in each round's progress line (e.g. ``test_kappa``).
+    on_round_end
+        Called with the round number after its checkpoint is written; raising
+        :class:`RunInterrupted` there stops the run cleanly (the checkpoint stays).
+    """
+    cfg = run.cfg
+    rounds, every = cfg.federation.rounds, cfg.federation.eval_every
+    executor.setup()
+    ckpt = run.load_checkpoint()
+    first = 1
+    if ckpt is not None:
+        executor.load_state_dict(ckpt["executor"])
+        _restore_rng(ckpt["rng"])
+        first = int(ckpt["round"]) + 1
+        run.truncate_metrics(int(ckpt["round"]))
+        logger.info("Resuming %s after round %d", run.path, first - 1)
+    else:
+        for row in executor.evaluate(0, sites=False):
+            run.log_metrics(0, row.scope, row.values)
+    reporter = progress.current()
+    reporter.start(rounds, first, executor.label)
+    for rnd in range(first, rounds + 1):
+        rows = executor.train_round(rnd)
+        if rnd % every == 0 or rnd == rounds:
+            rows += executor.evaluate(rnd)
+        for row in rows:
+            run.log_metrics(rnd, row.scope, row.values)
+        run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states()})
+        reporter.round_finished(rnd, _summary(rows, summary_key))
+        if on_round_end is not None:
+            on_round_end(rnd)
+    final = executor.final_state()
+    run.save_final({"round": rounds, **final})
+    logger.info("Finished %s: final weights in %s", run.path, run.final_path)
+    return final

@@ -1,0 +1,106 @@
+"""Tables of results from metrics.jsonl: a run's final metrics, per scope, and across runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .runs import RunDir
+
+
+def final_rows(run: RunDir) -> dict[str, dict[str, Any]]:
+    """Last value of every metric per scope (later rows of the same round win)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in run.read_metrics():
+        scope = out.setdefault(row["scope"], {})
+        for k, v in row.items():
+            if k not in ("round", "scope"):
+                scope[k] = v
+    return out
+
+
+def final_metrics(run: RunDir) -> dict[str, float]:
+    """The run's headline numbers: global metrics, or the mean over sites where there is no
+    global model (the ``local`` reference evaluates each site's own model)."""
+    rows = final_rows(run)
+    metrics = {k: float(v) for k, v in rows.get("global", {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k.startswith(("test_", "val_"))}
+    site_names = [s for s in rows if s != "global"]
+    for key in {k for s in site_names for k in rows[s] if k.startswith(("test_", "val_"))}:
+        if key in metrics:
+            continue
+        vals = [float(rows[s][key]) for s in site_names
+                if isinstance(rows[s].get(key), (int, float)) and rows[s][key] is not None]
+        if vals:
+            metrics[key] = float(np.mean(vals))
+    return metrics
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table cell (NaN/None as an en dash)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def scope_table(run: RunDir, columns: Sequence[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per scope (sites, then global), the run's final metrics."""
+    rows = final_rows(run)
+    scopes = [s for s in rows if s != "global"] + (["global"] if "global" in rows else [])
+    if columns is None:
+        seen: dict[str, None] = {}
+        for s in scopes:
+            for k, v in rows[s].items():
+                if k.startswith(("val_", "test_")) and isinstance(v, (int, float)) and not k.endswith("_n"):
+                    seen.setdefault(k, None)
+        columns = sorted(seen)
+    body = [[s, *(fmt(rows[s].get(c)) for c in columns)] for s in scopes]
+    return ["scope", *columns], body
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A fixed-width plain-text table (logs, CI output)."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
+    fmt_row = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt_row(list(header)), fmt_row(["-" * w for w in widths]), *(fmt_row(r) for r in rows)])
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), NaNs ignored."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def pm(mean: float, std: float, digits: int = 4) -> str:
+    """``mean ± std`` for a table cell."""
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def percent_of(value: float, reference: float, higher_is_better: bool = True) -> float:
+    """``value`` as a percentage of ``reference`` (inverted for lower-is-better metrics such as FD)."""
+    if not (math.isfinite(value) and math.isfinite(reference)) or reference == 0 or value == 0:
+        return float("nan")
+    return 100.0 * (value / reference if higher_is_better else reference / value)
+
+
+def group_metrics(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean ± std of each metric over runs (seeds)."""
+    keys = sorted({k for m in per_run.values() for k in m})
+    return {k: mean_std([m.get(k, float("nan")) for m in per_run.values()]) for k in keys}

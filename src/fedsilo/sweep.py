@@ -1,0 +1,155 @@
+"""Sweeps: a grid of config values x modes x seeds, then one comparison table.
+
+``fedsilo sweep CONFIG --grid federation.num_sites=3,5,7,10 --modes federated,centralised,local
+--seeds 3 --out DIR`` validates every config first, runs each combination into
+``DIR/<grid values>/<mode>/seed-<s>/`` (skipping finished runs and resuming interrupted ones, so
+a sweep can be re-run after a crash), and writes ``DIR/summary.csv`` and ``DIR/summary.md``:
+mean ± std over seeds of each headline metric and "% of centralised" of the task's primary
+metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import ConfigError, ExperimentConfig, load_config
+from .runs import RunDir, RunDirError, atomic_write_text
+from .summary import final_metrics, group_metrics, markdown_table, percent_of, pm
+
+logger = logging.getLogger(__name__)
+
+MODES = ("federated", "centralised", "local")
+
+
+@dataclass
+class SweepSpec:
+    """What a sweep runs (saved as ``sweep.json``; a re-run must match it)."""
+
+    config: str
+    grid: dict[str, list[str]] = field(default_factory=dict)
+    modes: list[str] = field(default_factory=lambda: ["federated"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    overrides: list[str] = field(default_factory=list)
+    engine: str | None = None
+
+
+@dataclass
+class SweepRun:
+    combo: tuple[tuple[str, str], ...]
+    mode: str
+    seed: int
+    cfg: ExperimentConfig
+    path: Path
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["a.b=1,2", "c.d=x"]`` -> ``{"a.b": ["1", "2"], "c.d": ["x"]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item!r} must look like section.key=v1,v2,...")
+        key, values = item.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise ConfigError(f"--grid {item!r} lists no values")
+        grid[key.strip()] = vals
+    return grid
+
+
+def combo_slug(combo: Sequence[tuple[str, str]]) -> str:
+    """Folder name of a grid point, e.g. ``num_sites=3``."""
+    if not combo:
+        return "default"
+    return "_".join(f"{k.split('.')[-1]}={v}" for k, v in combo).replace("/", "-")
+
+
+def plan(spec: SweepSpec, out: Path) -> list[SweepRun]:
+    """Every run of the sweep with its validated config (errors before any work starts)."""
+    for mode in spec.modes:
+        if mode not in MODES:
+            raise ConfigError(f"--modes must be among {', '.join(MODES)}, got {mode!r}")
+    keys = list(spec.grid)
+    runs = []
+    for values in itertools.product(*(spec.grid[k] for k in keys)):
+        combo = tuple(zip(keys, values, strict=True))
+        for mode in spec.modes:
+            for seed in spec.seeds:
+                sets = [*spec.overrides, *(f"{k}={v}" for k, v in combo),
+                        f"experiment.mode={mode}", f"experiment.seed={seed}"]
+                cfg = load_config(spec.config, sets)
+                runs.append(SweepRun(combo, mode, seed, cfg, out / combo_slug(combo) / mode / f"seed-{seed}"))
+    return runs
+
+
+def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
+    """Run (or continue) a sweep into ``out``; return the Markdown summary's path."""
+    from .runner import resume_run, start_run
+
+    out = Path(out)
+    runs = plan(spec, out)
+    spec_file = out / "sweep.json"
+    if spec_file.exists():
+        previous = json.loads(spec_file.read_text(encoding="utf-8"))
+        if previous != asdict(spec):
+            raise RunDirError(f"{out} holds a different sweep ({spec_file}); choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise RunDirError(f"sweep folder {str(out)!r} exists, is not empty and is not a sweep; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec_file, json.dumps(asdict(spec), indent=2) + "\n")
+    for i, r in enumerate(runs, start=1):
+        what = f"{combo_slug(r.combo)} {r.mode} seed {r.seed}"
+        if (r.path / "final.pt").exists():
+            logger.info("Sweep run %d/%d (%s): finished earlier, kept", i, len(runs), what)
+            continue
+        logger.info("Sweep run %d/%d: %s -> %s", i, len(runs), what, r.path)
+        if (r.path / "config.toml").exists():
+            resume_run(r.path, spec.engine)
+        else:
+            start_run(r.cfg, r.path, spec.engine)
+    return write_summary(runs, out)
+
+
+def write_summary(runs: list[SweepRun], out: Path) -> Path:
+    """summary.csv (one line per run) and summary.md (mean ± std over seeds, % of centralised)."""
+    from .tasks import task_registry
+
+    task_cls = task_registry()[runs[0].cfg.experiment.task]
+    primary = f"test_{task_cls.primary_metric}"
+    per_run = {r.path: final_metrics(RunDir.open(r.path)) for r in runs}
+    metric_keys = sorted({k for m in per_run.values() for k in m if not k.endswith(("_n", "_loss"))})
+    if primary not in metric_keys:
+        primary = next((k for k in metric_keys if k.endswith(task_cls.primary_metric)), primary)
+
+    with (out / "summary.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        grid_keys = [k for k, _ in runs[0].combo]
+        writer.writerow([*grid_keys, "mode", "seed", "run", *metric_keys])
+        for r in runs:
+            m = per_run[r.path]
+            writer.writerow([*(v for _, v in r.combo), r.mode, r.seed, str(r.path.relative_to(out)),
+                             *(m.get(k, "") for k in metric_keys)])
+
+    groups: dict[tuple[tuple[tuple[str, str], ...], str], dict[Path, dict[str, float]]] = {}
+    for r in runs:
+        groups.setdefault((r.combo, r.mode), {})[r.path] = per_run[r.path]
+    stats = {key: group_metrics(v) for key, v in groups.items()}
+    header = ["grid", "mode", "seeds", *metric_keys, f"% of centralised ({primary})"]
+    rows = []
+    for (combo, mode), st in stats.items():
+        cen = stats.get((combo, "centralised"), {}).get(primary, (float("nan"), 0.0))[0]
+        mine = st.get(primary, (float("nan"), 0.0))[0]
+        pct = percent_of(mine, cen, task_cls.higher_is_better)
+        rows.append([combo_slug(combo), mode, str(len(groups[(combo, mode)])),
+                     *(pm(*st.get(k, (float("nan"), 0.0))) for k in metric_keys),
+                     "–" if pct != pct else f"{pct:.1f}%"])
+    md = out / "summary.md"
+    atomic_write_text(md, f"# Sweep summary\n\nMean ± std over seeds of the final round.\n\n"
+                          f"{markdown_table(header, rows)}\n")
+    logger.info("Sweep summary: %s", md)
+    return md

@@ -1,0 +1,136 @@
+"""What a task is: a model, federated data, one round of local training, and evaluation.
+
+The federation engine, the reference modes and the CLI only talk to tasks through
+:class:`Task`, so adding a task never touches them. Tasks register themselves by name in
+:data:`TASKS` (see :func:`fedsilo.tasks.make_task`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import ExperimentConfig
+from ..data.federated import FederatedData, SiteData
+from ..seeding import derive_seed
+
+
+@dataclass
+class TrainContext:
+    """Everything a round of local training needs besides the model and the data.
+
+    Attributes
+    ----------
+    round
+        Server round (1-based).
+    site_index
+        Position of the site in the federation (seeds its randomness).
+    site_name
+        Name of the site (for progress and logs).
+    device
+        Where to train.
+    proximal_mu
+        FedProx weight (0 = plain local training).
+    config
+        Further per-round settings sent by the strategy (e.g. DP clipping), read-only.
+    site_state
+        Site-level state the server keeps between rounds (e.g. a privacy accountant); the task
+        may update it in place.
+    """
+
+    round: int
+    site_index: int
+    site_name: str
+    device: torch.device
+    proximal_mu: float = 0.0
+    config: Mapping[str, Any] = field(default_factory=dict)
+    site_state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What a round of local training returns: metrics and the FedAvg weight (training samples)."""
+
+    metrics: dict[str, float]
+    num_examples: int
+
+
+class Task(ABC):
+    """A learning problem fedsilo can federate."""
+
+    #: Registry name (``experiment.task``).
+    name: ClassVar[str]
+    #: Metric that summarises quality in tables ("% of centralised"), and whether higher is better.
+    primary_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+
+    # -- model ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _make_model(self) -> nn.Module:
+        """A freshly initialised model (randomness from the global torch RNG, seeded by the caller)."""
+
+    def build_model(self) -> nn.Module:
+        """The model with its seeded initial weights (identical on every engine and process)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.cfg.experiment.seed, "init"))
+            return self._make_model()
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """Initial global weights; tasks that load pre-trained weights override this."""
+        return self.build_model().state_dict()
+
+    # -- data ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def federated_data(self) -> FederatedData[Any]:
+        """Every site's training/validation split and the global test split."""
+
+    def site_data(self, index: int) -> SiteData[Any]:
+        """One site's data (by position)."""
+        sites = self.federated_data().sites
+        if not 0 <= index < len(sites):
+            raise ValueError(f"site index must be in [0, {len(sites)}), got {index}")
+        return sites[index]
+
+    def test_data(self) -> Any | None:
+        """The global held-out test split (None when the config has none)."""
+        return self.federated_data().test
+
+    def pooled_train(self) -> Any:
+        """All sites' training data together (centralised mode)."""
+        raise NotImplementedError(f"task {self.name!r} has no centralised mode")
+
+    # -- learning ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def train(self, model: nn.Module, data: Any, ctx: TrainContext) -> TrainResult:
+        """One round of local training of ``model`` (in place) on ``data``."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: Any, device: torch.device) -> dict[str, float]:
+        """Metrics of ``model`` on ``data`` (unprefixed names, e.g. ``accuracy``)."""
+
+    def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
+        """Optional per-evaluation files (sample grids, overlays) written into the run folder."""
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no grad for a block; restores the previous training flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)

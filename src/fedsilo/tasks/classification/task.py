@@ -1,0 +1,70 @@
+"""The classification task: a :class:`~fedsilo.models.classifier.GradeCNN` grading fundus images."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data.federated import FederatedData
+from ...data.fundus import NUM_GRADES, federated_fundus
+from ...data.images import ImageDataset, iterate_batches
+from ...models.classifier import GradeCNN
+from ...progress import current
+from ...seeding import derive_seed, torch_generator
+from ...training import make_optimizer, num_round_batches, proximal_term, round_batches, snapshot_params
+from ..base import Task, TrainContext, TrainResult, evaluating
+from .metrics import grading_metrics
+
+
+class ClassificationTask(Task):
+    """Federated DR grading (5 ICDR grades) on fundus images."""
+
+    name = "classification"
+    primary_metric = "kappa"
+
+    def _make_model(self) -> nn.Module:
+        c = self.cfg.classifier
+        channels = 1 if self.cfg.data.preprocess.grayscale else 3
+        return GradeCNN(channels, NUM_GRADES, width=c.width, depth=c.depth, norm=c.norm, dropout=c.dropout)
+
+    def federated_data(self) -> FederatedData[ImageDataset]:
+        return federated_fundus(self.cfg)
+
+    def pooled_train(self) -> ImageDataset:
+        return ImageDataset.concat([s.train for s in self.federated_data().sites])
+
+    def train(self, model: nn.Module, data: ImageDataset, ctx: TrainContext) -> TrainResult:
+        seed = self.cfg.experiment.seed
+        gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
+        torch.manual_seed(derive_seed(seed, "dropout", ctx.round, ctx.site_index))
+        model.to(ctx.device).train()
+        opt = make_optimizer(model.parameters(), self.cfg.train)
+        anchor = snapshot_params(model) if ctx.proximal_mu else None
+        reporter = current()
+        site = ctx.site_name
+        reporter.site_started(site, num_round_batches(len(data), self.cfg.train))
+        total, count = 0.0, 0
+        for idx in round_batches(len(data), self.cfg.train, gen):
+            x, y = data.batch(idx, ctx.device)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            reporter.batch_done(site)
+        reporter.site_finished(site)
+        return TrainResult({"train_loss": total / max(count, 1)}, num_examples=len(data))
+
+    def evaluate(self, model: nn.Module, data: ImageDataset, device: torch.device) -> dict[str, float]:
+        if len(data) == 0:
+            return {"n": 0}
+        model.to(device)
+        logits, targets = [], []
+        with evaluating(model):
+            for idx in iterate_batches(len(data), self.cfg.eval.batch_size):
+                x, y = data.batch(idx, device)
+                logits.append(model(x).float().cpu())
+                targets.append(y.cpu())
+        return grading_metrics(torch.cat(logits), torch.cat(targets))
