@@ -86,9 +86,10 @@ def run_simulation_engine(server_app: object, client_app: object, num_sites: int
 
     from flwr.simulation import run_simulation
 
+    cpus = os.cpu_count() or 1
     backend_config = {
-        "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
-        "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+        "client_resources": {"num_cpus": cpus_per_site or cpus, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "include_dashboard": False},
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

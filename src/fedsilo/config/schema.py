@@ -201,7 +201,10 @@ class EvalSection:
 @dataclass
 class SimulationSection:
     cpus_per_site: float = param(
-        1.0, "CPUs Ray reserves per simulated site (Flower simulation engine only).", gt=0.0
+        0.0,
+        "CPUs Ray reserves per simulated site; 0 = all CPUs, so sites run one at a time with the same "
+        "torch thread count as the local engine (which makes the two engines' weights bit-identical).",
+        ge=0.0,
     )
 
 

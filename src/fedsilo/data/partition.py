@@ -31,6 +31,7 @@ from flwr_datasets.partitioner import (
 from ..config.schema import PartitionSection
 
 logger = logging.getLogger(__name__)
+datasets.disable_progress_bars()
 
 PARTITIONERS = ("iid", "dirichlet", "pathological", "size_skew", "natural", "severity")
 
@@ -113,7 +114,7 @@ def build_partitioner(cfg: PartitionSection, num_sites: int, seed: int) -> Parti
             num_partitions=num_sites,
             partition_by="label",
             num_classes_per_partition=cfg.classes_per_site,
-            class_assignment_mode="random",
+            class_assignment_mode="first-deterministic",
             shuffle=True,
             seed=seed,
         )
@@ -175,7 +176,8 @@ def partition_indices(
         columns["group"] = np.asarray([str(g) for g in groups])
     if num_sites > len(labels):
         raise ValueError(f"cannot split {len(labels)} samples into {num_sites} sites")
-    ds = datasets.Dataset.from_dict(columns).shuffle(seed=seed).flatten_indices()
+    ds = datasets.Dataset.from_dict(columns).shuffle(seed=seed)
+    ds = ds.select(range(len(ds)))
     partitioner = build_partitioner(cfg, num_sites, seed)
     partitioner.dataset = ds
     if cfg.name == "natural":
@@ -189,6 +191,11 @@ def partition_indices(
     for i, p in enumerate(parts):
         if len(p) == 0:
             logger.warning("Site %d received no training samples with partition %r", i + 1, cfg.name)
+    unused = len(labels) - sum(len(p) for p in parts)
+    if unused:
+        left = np.setdiff1d(np.arange(len(labels)), np.concatenate(parts))
+        logger.warning("Partition %r left %d sample(s) of class(es) %s at no site", cfg.name, unused,
+                       sorted(set(labels[left].tolist())))
     return parts
 
 

@@ -1,0 +1,59 @@
+"""Client updates are validated before aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES
+from fedsilo.federation.validation import check_arrays, check_train_reply, describe_template
+
+TEMPLATE = describe_template({"w": np.zeros((2, 3), np.float32), "n": np.zeros((), np.int64)})
+
+
+@pytest.fixture(autouse=True)
+def _identity():
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+def _arrays(**arrays):
+    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
+
+
+def test_valid_update_passes():
+    assert check_arrays(_arrays(w=np.ones((2, 3), np.float32), n=np.array(3, np.int64)), TEMPLATE) is None
+
+
+@pytest.mark.parametrize(
+    ("arrays", "reason"),
+    [
+        ({"w": np.full((2, 3), np.nan, np.float32), "n": np.array(3, np.int64)}, "array 'w' has 6 non-finite value(s)"),
+        ({"w": np.array([[1, np.inf, 0], [0, 0, 0]], np.float32), "n": np.array(3, np.int64)},
+         "array 'w' has 1 non-finite value(s)"),
+        ({"w": np.ones((3, 2), np.float32), "n": np.array(3, np.int64)}, "array 'w' has shape (3, 2), expected (2, 3)"),
+        ({"w": np.ones((2, 3), np.float64), "n": np.array(3, np.int64)}, "array 'w' has dtype float64, expected float32"),
+        ({"w": np.ones((2, 3), np.float32)}, "missing keys ['n']"),
+        ({"w": np.ones((2, 3), np.float32), "n": np.array(3, np.int64), "x": np.ones(1)}, "unexpected keys ['x']"),
+    ],
+)
+def test_bad_updates_are_rejected(arrays, reason):
+    assert check_arrays(_arrays(**arrays), TEMPLATE) == reason
+
+
+def _reply(content=None, error=None):
+    ins = Message(RecordDict(), dst_node_id=1, message_type="train")
+    return Message(error, reply_to=ins) if error is not None else Message(content, reply_to=ins)
+
+
+def test_reply_level_checks():
+    good = _arrays(w=np.ones((2, 3), np.float32), n=np.array(3, np.int64))
+    assert check_train_reply(_reply(RecordDict({ARRAYS: good, METRICS: MetricRecord({NUM_EXAMPLES: 5})})),
+                             TEMPLATE) is None
+    assert "site reported an error: boom" == check_train_reply(_reply(error=Error(code=2, reason="boom")), TEMPLATE)
+    assert "no 'metrics' MetricRecord" in check_train_reply(_reply(RecordDict({ARRAYS: good})), TEMPLATE)
+    assert "no 'arrays' ArrayRecord" in check_train_reply(
+        _reply(RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 5})})), TEMPLATE)
+    assert "invalid 'num-examples': 0" in check_train_reply(
+        _reply(RecordDict({ARRAYS: good, METRICS: MetricRecord({NUM_EXAMPLES: 0})})), TEMPLATE)
