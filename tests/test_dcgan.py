@@ -123,6 +123,13 @@ def test_dcgan_init_statistics_and_generator_state() -> None:
     assert not torch.equal(d.stem[0].weight, first)
 
 
+def test_label_embedding_init_matches_z_scale() -> None:
+    g = DCGANGenerator(32, 1, base_width=4, num_classes=50, embed_dim=40)
+    d = DCGANDiscriminator(32, 1, base_width=4, num_classes=50)
+    assert abs(float(g.embed.weight.detach().std()) - 1.0) < 0.05
+    assert abs(float(d.embed.weight.detach().std()) - 0.02) < 0.002
+
+
 def test_dcgan_init_rejects_non_generator() -> None:
     with pytest.raises(ValueError, match="generator must be a CPU torch.Generator"):
         dcgan_init_(DCGANDiscriminator(32, 1, base_width=4), 0)  # type: ignore[arg-type]

@@ -111,8 +111,11 @@ def dcgan_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     """Initialise a network in place as in DCGAN (Radford et al. 2016).
 
     Convolution, linear and embedding weights ~ N(0, 0.02); normalisation scales ~ N(1, 0.02);
-    all biases 0. Values are drawn on the CPU from ``generator`` in module order and then copied to
-    each parameter's device, so the result is the same on every device for a given seed.
+    all biases 0. Exception: the label embedding of a :class:`DCGANGenerator` ~ N(0, 1), the scale
+    of the z it is concatenated to (at 0.02 the label would be all but invisible at the start; the
+    projection embedding of the discriminator stays at 0.02 so it does not swamp the logit).
+    Values are drawn on the CPU from ``generator`` in module order and then copied to each
+    parameter's device, so the result is the same on every device for a given seed.
 
     Parameters
     ----------
@@ -129,12 +132,13 @@ def dcgan_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
 
-    def normal_(p: Tensor, mean: float) -> None:
-        p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(INIT_STD).add_(mean))
+    def normal_(p: Tensor, mean: float, std: float = INIT_STD) -> None:
+        p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(std).add_(mean))
 
+    label_embeddings = {id(m.embed) for m in module.modules() if isinstance(m, DCGANGenerator) and m.embed is not None}
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
-            normal_(m.weight, 0.0)
+            normal_(m.weight, 0.0, 1.0 if id(m) in label_embeddings else INIT_STD)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.weight is not None:
             normal_(m.weight, 1.0)
         bias = getattr(m, "bias", None)

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
 

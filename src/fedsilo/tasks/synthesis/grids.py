@@ -63,13 +63,14 @@ def sample_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: int 
 
 
 def save_grid_png(images: Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
-    """Write :func:`sample_grid` of ``images`` to a PNG file (grey for 1 channel) and return its path."""
+    """Write :func:`sample_grid` of ``images`` to an RGB PNG file and return its path.
+
+    Grey images are written with the grey level in all three channels (exact; matplotlib's grey
+    colormap would requantise the levels).
+    """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {str(path)!r}")
     grid = sample_grid(images, nrow=nrow, padding=padding)
-    if grid.shape[2] == 1:
-        matplotlib.image.imsave(path, grid[:, :, 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        matplotlib.image.imsave(path, grid)
+    matplotlib.image.imsave(path, np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid)
     return path

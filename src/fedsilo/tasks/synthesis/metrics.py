@@ -66,10 +66,10 @@ def realism_score(
 
 
 def _fd(real: Tensor, fake: Tensor) -> float:
-    """Fréchet distance of two feature matrices through torchmetrics (double precision)."""
+    """Fréchet distance of two feature matrices through torchmetrics (double precision, on the CPU)."""
     metric = FrechetInceptionDistance(feature=FeatureAdapter(nn.Identity(), num_features=real.shape[1]))
-    metric.update(real.double(), real=True)
-    metric.update(fake.double(), real=False)
+    metric.update(real.detach().to("cpu", torch.float64), real=True)
+    metric.update(fake.detach().to("cpu", torch.float64), real=False)
     return float(metric.compute())
 
 
@@ -108,8 +108,8 @@ def frechet_distance(
     """
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0 (0 = no interval), got {n_bootstrap}")
-    fr = as_features(real, feature_fn, "real", batch_size)
-    ff = as_features(fake, feature_fn, "fake", batch_size)
+    fr = as_features(real, feature_fn, "real", batch_size).cpu()
+    ff = as_features(fake, feature_fn, "fake", batch_size).cpu()
     _check_pair(fr, ff, min_n=2)
     value = _fd(fr, ff)
     details: dict[str, float | int | str] = {"num_features": int(fr.shape[1])}
@@ -178,8 +178,8 @@ def kernel_inception_distance(
             subsets=subsets, subset_size=subset_size, degree=degree,
             gamma=None if gamma is None else float(gamma), coef=float(coef),
         )  # fmt: skip
-    metric.update(fr.double(), real=True)
-    metric.update(ff.double(), real=False)
+    metric.update(fr.to("cpu", torch.float64), real=True)  # the subsets are drawn on the CPU
+    metric.update(ff.to("cpu", torch.float64), real=False)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         mean, std = metric.compute()
