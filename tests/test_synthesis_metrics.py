@@ -119,6 +119,9 @@ def test_feature_adapter_probes_size_and_restores_mode() -> None:
     f1, f2 = adapter(x), adapter(x)
     assert f1.shape == (5, 12) and torch.equal(f1, f2)  # eval mode: dropout off
     assert net.training and not f1.requires_grad
+    net[1].eval()  # mixed modes are restored module by module
+    adapter(x)
+    assert net.training and net[0].training and not net[1].training
     torch.testing.assert_close(extract_features(net, x, batch_size=2), f1)
 
 

@@ -30,15 +30,15 @@ FeatureFn = nn.Module | Callable[[Tensor], Tensor]
 
 @contextmanager
 def eval_mode(fn: FeatureFn) -> Iterator[None]:
-    """Put an ``nn.Module`` in eval mode for the block and restore its previous mode."""
-    was_training = isinstance(fn, nn.Module) and fn.training
+    """Put an ``nn.Module`` in eval mode for the block and restore every submodule's previous mode."""
+    modes = [(m, m.training) for m in fn.modules()] if isinstance(fn, nn.Module) else []
     if isinstance(fn, nn.Module):
         fn.eval()
     try:
         yield
     finally:
-        if was_training and isinstance(fn, nn.Module):
-            fn.train()
+        for m, training in modes:
+            m.training = training
 
 
 class FeatureAdapter(nn.Module):
