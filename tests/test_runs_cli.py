@@ -1,0 +1,142 @@
+"""Run folders (atomic files, metrics) and the command line (clear errors, no tracebacks)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from fedsilo.cli import main
+from fedsilo.config import config_from_dict
+from fedsilo.runs import RunDir, RunDirError, atomic_write_bytes
+
+
+def test_atomic_write_replaces_whole_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temporary file left behind
+
+
+def test_metrics_rows_and_truncation(tmp_path):
+    run = RunDir.create(tmp_path / "r", config_from_dict({}), "local")
+    run.log_metrics(1, "global", {"a": 1.0, "b": float("nan")})
+    run.log_metrics(2, "site-1", {"a": 2})
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"round": 3, "sco')  # torn line of a killed process
+    rows = run.read_metrics()
+    assert rows == [{"round": 1, "scope": "global", "a": 1.0, "b": None}, {"round": 2, "scope": "site-1", "a": 2}]
+    run.truncate_metrics(1)
+    assert run.read_metrics() == rows[:1]
+
+
+def test_open_rejects_non_run_folder(tmp_path):
+    with pytest.raises(RunDirError, match="is not a fedsilo run folder"):
+        RunDir.open(tmp_path)
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    run = RunDir.create(tmp_path / "r", config_from_dict({}), "local")
+    run.checkpoint_path.write_bytes(b"garbage")
+    with pytest.raises(RunDirError, match="cannot be read"):
+        run.load_checkpoint()
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_cli_unknown_key_fails_fast_without_traceback(tmp_path, capsys):
+    cfg = _write(tmp_path, "[federation.strategy]\nnam = 'fedavg'\n")
+    code = main(["run", cfg, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown key 'federation.strategy.nam', did you mean 'name'?" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_override_and_bad_data(tmp_path, capsys):
+    cfg = _write(tmp_path, "[experiment]\nname = 'x'\n")
+    assert main(["run", cfg, "--out", str(tmp_path / "o1"), "--set", "federation.rounds=zero"]) == 2
+    assert "federation.rounds must be an integer, got 'zero'" in capsys.readouterr().err
+    code = main(["run", cfg, "--out", str(tmp_path / "o2"), "--set", "data.source=medmnist",
+                 "--set", f"data.path={tmp_path / 'missing.npz'}"])
+    assert code == 2
+    assert "missing.npz: MedMNIST file does not exist" in capsys.readouterr().err
+
+
+def test_cli_run_and_refuse_existing(tiny_npz, tmp_path, capsys):
+    cfg = _write(tmp_path, f"""
+[experiment]
+name = "cli"
+threads = 1
+[data]
+source = "medmnist"
+path = "{tiny_npz}"
+image_size = 12
+[federation]
+num_sites = 2
+rounds = 1
+[classifier]
+width = 4
+depth = 2
+""")
+    out = tmp_path / "run"
+    assert main(["run", cfg, "--out", str(out), "--set", "train.batch_size=16"]) == 0
+    printed = capsys.readouterr().out
+    assert "Final metrics" in printed and "site-1" in printed and f"Results: {out}" in printed
+    assert "batch_size = 16" in (out / "config.toml").read_text()
+    assert main(["run", cfg, "--out", str(out)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "already finished all 1 rounds" in capsys.readouterr().err
+
+
+def test_cli_sweep_table(tiny_cfg, tiny_npz, tmp_path, capsys):
+    cfg = _write(tmp_path, f"""
+[experiment]
+name = "sw"
+threads = 1
+[data]
+source = "medmnist"
+path = "{tiny_npz}"
+image_size = 12
+[federation]
+num_sites = 2
+rounds = 2
+[train]
+batch_size = 8
+local_epochs = 2
+lr = 0.01
+[classifier]
+width = 4
+depth = 2
+""")
+    out = tmp_path / "sweep"
+    code = main(["sweep", cfg, "--out", str(out), "--grid", "federation.strategy.name=fedavg,fedmedian",
+                 "--modes", "federated,centralised", "--seeds", "2"])
+    assert code == 0
+    md = (out / "summary.md").read_text()
+    assert "| name=fedavg | federated | 2 |" in md and "| name=fedmedian | centralised | 2 | " in md
+    assert "100.0%" in md  # centralised is 100% of itself
+    lines = (out / "summary.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 2 * 2
+    spec = json.loads((out / "sweep.json").read_text())
+    assert spec["seeds"] == [0, 1]
+    # a re-run keeps finished runs; a different sweep into the same folder is refused
+    assert main(["sweep", cfg, "--out", str(out), "--grid", "federation.strategy.name=fedavg,fedmedian",
+                 "--modes", "federated,centralised", "--seeds", "2"]) == 0
+    assert main(["sweep", cfg, "--out", str(out), "--seeds", "3"]) == 2
+    assert "holds a different sweep" in capsys.readouterr().err
