@@ -2,7 +2,7 @@
 and in-plane resampling to a square target size (MONAI transforms where they fit).
 
 Order: intensity (on the native grid) -> crop to the body foreground -> pad to square ->
-resize in-plane (images bilinear with anti-aliasing, labels nearest). The slice axis ``D`` is
+resize in-plane (images: area averaging when shrinking, bilinear when enlarging; labels nearest). The slice axis ``D`` is
 never resampled, so slice indices keep pointing at the original slices (3D Dice needs them).
 """
 
@@ -236,10 +236,10 @@ def preprocess_volume(volume: Volume, settings: PreprocessSettings) -> Volume:
     if settings.size is not None and image.shape[1:] != (settings.size, settings.size):
         h, w = image.shape[1:]
         size = (settings.size, settings.size)
-        image = np.asarray(
-            convert_to_numpy(Resize(size, mode="bilinear", anti_aliasing=min(h, w) > settings.size)(image)),
-            dtype=np.float32,
-        )
+        # Downsampling: "area" (mean over each output pixel's footprint) is the anti-aliasing;
+        # MONAI's anti_aliasing option blurs with zero padding, which darkens the borders.
+        mode = "area" if max(h, w) > settings.size else "bilinear"
+        image = np.asarray(convert_to_numpy(Resize(size, mode=mode)(image)), dtype=np.float32)
         if labels is not None:
             labels = np.asarray(convert_to_numpy(Resize(size, mode="nearest-exact")(labels.astype(np.float32))), dtype=np.uint8)
         sh, sw = h / settings.size, w / settings.size

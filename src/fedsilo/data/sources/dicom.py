@@ -123,7 +123,7 @@ def _pixels(path: Path) -> np.ndarray:
         syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "unknown"))
         name = getattr(getattr(ds.file_meta, "TransferSyntaxUID", None), "name", syntax)
         raise DataError(
-            f"{path}: cannot decode pixel data (transfer syntax {name} {syntax}): {exc}. "
+            f"{path}: cannot decode pixel data (transfer syntax {name} {syntax}): {' '.join(str(exc).split())}. "
             f"Install a decoder: {decoder_hint(syntax)}"
         ) from exc
     if raw.ndim != 2:
