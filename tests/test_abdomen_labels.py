@@ -106,3 +106,11 @@ def test_annotated_class_mask() -> None:
     np.testing.assert_array_equal(annotated_class_mask([]), [1, 0, 0, 0, 0, 0, 0, 0])
     with pytest.raises(ValueError, match="annotated organs must be in 1..7"):
         annotated_class_mask([IGNORE_INDEX])
+
+
+def test_remap_large_and_negative_values_use_the_general_path() -> None:
+    m = LabelMapping("wide", {70000: "liver", -1: "ignore", 3: "spleen"})
+    np.testing.assert_array_equal(m.remap(np.array([[0, 70000], [-1, 3]], dtype=np.int64)), [[0, 1], [IGNORE_INDEX, 4]])
+    np.testing.assert_array_equal(m.remap(np.array([0.0, 70000.0, -1.0])), [0, 1, IGNORE_INDEX])
+    np.testing.assert_array_equal(CHAOS_MR.remap(np.array([True, False])), [1, 0])
+    assert CHAOS_MR.remap(np.zeros((0, 3), dtype=np.uint8)).shape == (0, 3)

@@ -159,6 +159,8 @@ def test_nnunet_generic_needs_mapping_and_reads_channel(tmp_path: Path) -> None:
     vol = next(iter(nnunet_source(tmp_path, mapping={1: "liver", 2: "liver"})))
     assert vol.modality == "ct" and vol.annotated == frozenset({1})
     (tmp_path / "dataset.json").write_text(json.dumps({"name": "x", "channel_names": {"0": "T2", "1": "ADC"}}))
+    assert next(iter(nnunet_source(tmp_path, mapping={1: "liver"}))).modality == "mr"
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "x", "channel_names": {"0": "CT", "1": "PET"}}))
     with pytest.raises(DataError, match="cannot tell CT from MR"):
         nnunet_source(tmp_path, mapping={1: "liver"})
     with pytest.raises(ValueError, match="split must be"):

@@ -176,7 +176,9 @@ def deidentify(
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             report.burned_in.append(name)
     _write_log(report, log_file, log_format)
-    logger.info("de-identified %d files into %s (%d skipped); log %s", len(report.files), out, len(report.skipped), log_file)
+    logger.info(
+        "de-identified %d files into %s (%d skipped); log %s", len(report.files), out, len(report.skipped), log_file
+    )
     return report
 
 
@@ -190,6 +192,7 @@ def _write_log(report: DeidReport, path: Path, log_format: str) -> None:
         writer = csv.writer(fh)
         writer.writerow(["input", "output", "replaced", "removed", "added"])
         for row in report.files:
-            writer.writerow([row["input"], row["output"], *(";".join(row[k]) for k in ("replaced", "removed", "added"))])  # type: ignore[arg-type]
+            lists = (";".join(row[k]) for k in ("replaced", "removed", "added"))  # type: ignore[arg-type]
+            writer.writerow([row["input"], row["output"], *lists])
         for rel in report.skipped:
             writer.writerow([rel, "", "", "", "skipped: not DICOM"])

@@ -160,10 +160,19 @@ class LabelMapping:
                 raise DataError(f"{source}: label map holds {int(np.sum(~np.isfinite(arr)))} NaN/inf voxels")
             if not np.array_equal(arr, np.round(arr)):
                 raise DataError(f"{source}: label map holds non-integer values (e.g. {arr[arr != np.round(arr)][:3]})")
-            arr = arr.astype(np.int64)
+            arr = arr.astype(np.int64) if arr.min() < 0 or arr.max() >= 1 << 16 else arr.astype(np.uint16)
         elif arr.dtype.kind not in "iub":
             raise DataError(f"{source}: label map must be integer-valued, got dtype {arr.dtype}")
-        values, inverse = np.unique(arr, return_inverse=True)
+        elif arr.dtype.kind == "b":
+            arr = arr.astype(np.uint8)
+        if arr.size == 0:
+            return np.zeros(arr.shape, dtype=np.uint8)
+        lo, hi = int(arr.min()), int(arr.max())
+        small = lo >= 0 and hi < 1 << 16  # fast path: a lookup table indexed by the value itself
+        if small:
+            values = np.flatnonzero(np.bincount(arr.ravel(), minlength=hi + 1))
+        else:
+            values, inverse = np.unique(arr, return_inverse=True)
         unknown = [int(v) for v in values if int(v) not in self.table]
         if unknown and self.others == "error":
             raise DataError(
@@ -171,6 +180,11 @@ class LabelMapping:
                 f"(known values: {sorted(self.table)}); fix the file or extend the table"
             )
         fill = 0 if self.others == "background" else IGNORE_INDEX
+        if small:
+            lut = np.full(hi + 1, fill, dtype=np.uint8)
+            for v in values:
+                lut[v] = self.table.get(int(v), fill)
+            return lut[arr]
         lut = np.array([self.table.get(int(v), fill) for v in values], dtype=np.uint8)
         return lut[inverse].reshape(arr.shape)
 

@@ -2,8 +2,8 @@
 and in-plane resampling to a square target size (MONAI transforms where they fit).
 
 Order: intensity (on the native grid) -> crop to the body foreground -> pad to square ->
-resize in-plane (images: area averaging when shrinking, bilinear when enlarging; labels nearest). The slice axis ``D`` is
-never resampled, so slice indices keep pointing at the original slices (3D Dice needs them).
+resize in-plane (images: area averaging when shrinking, bilinear when enlarging; labels
+nearest). The slice axis ``D`` is never resampled, so slice indices keep pointing at the original slices (3D Dice needs them).
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def normalize_intensity(image: np.ndarray, modality: str, settings: PreprocessSe
         mr = settings.mr
         if mr.method == "minmax":
             b_min, b_max = _RANGES[mr.output]
-            out = ScaleIntensityRangePercentiles(mr.lower_percentile, mr.upper_percentile, b_min, b_max, clip=True)(image)
+            lo, hi = mr.lower_percentile, mr.upper_percentile
+            out = ScaleIntensityRangePercentiles(lo, hi, b_min, b_max, clip=True)(image)
         else:
             clipped = ClipIntensityPercentiles(mr.lower_percentile, mr.upper_percentile)(image)
             out = NormalizeIntensity()(clipped)
@@ -187,7 +188,9 @@ def body_mask(image: np.ndarray, threshold: float = 0.05) -> np.ndarray:
     return components == int(np.argmax(sizes))
 
 
-def _shift_affine(affine: np.ndarray | None, offset_h: float, offset_w: float, scale_h: float, scale_w: float) -> np.ndarray | None:
+def _shift_affine(
+    affine: np.ndarray | None, offset_h: float, offset_w: float, scale_h: float, scale_w: float
+) -> np.ndarray | None:
     """Compose ``affine`` with new-index -> old-index: ``old = offset + (new + 0.5) * scale - 0.5``."""
     if affine is None:
         return None
@@ -241,7 +244,8 @@ def preprocess_volume(volume: Volume, settings: PreprocessSettings) -> Volume:
         mode = "area" if max(h, w) > settings.size else "bilinear"
         image = np.asarray(convert_to_numpy(Resize(size, mode=mode)(image)), dtype=np.float32)
         if labels is not None:
-            labels = np.asarray(convert_to_numpy(Resize(size, mode="nearest-exact")(labels.astype(np.float32))), dtype=np.uint8)
+            nearest = Resize(size, mode="nearest-exact")(labels.astype(np.float32))
+            labels = np.asarray(convert_to_numpy(nearest), dtype=np.uint8)
         sh, sw = h / settings.size, w / settings.size
         affine = _shift_affine(affine, 0.0, 0.0, sh, sw)
         dy, dx = dy * sh, dx * sw

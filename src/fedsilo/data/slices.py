@@ -56,7 +56,9 @@ class Slice:
         return annotated_class_mask(self.annotated)
 
 
-def extract_slices(volume: Volume, context: int = 0, skip_empty: bool = False, empty_fraction: float = 0.01) -> list[Slice]:
+def extract_slices(
+    volume: Volume, context: int = 0, skip_empty: bool = False, empty_fraction: float = 0.01
+) -> list[Slice]:
     """Cut a volume into axial slices.
 
     Parameters

@@ -97,7 +97,9 @@ def _read_headers(folder: Path) -> list[tuple[Path, pydicom.Dataset]]:
 def _check_consistent(folder: Path, headers: Sequence[tuple[Path, pydicom.Dataset]]) -> None:
     uids = Counter(str(ds.get("SeriesInstanceUID", "")) for _, ds in headers)
     if len(uids) > 1:
-        examples = {uid: next(str(p.name) for p, ds in headers if str(ds.get("SeriesInstanceUID", "")) == uid) for uid in uids}
+        examples = {}
+        for path, ds in headers:
+            examples.setdefault(str(ds.get("SeriesInstanceUID", "")), path.name)
         raise DataError(
             f"{folder}: mixed DICOM series, {len(uids)} SeriesInstanceUIDs "
             f"({', '.join(f'{u} x{n} e.g. {examples[u]}' for u, n in uids.items())}); put one series per folder"
@@ -169,7 +171,9 @@ def read_dicom_series(folder: str | Path) -> DicomSeries:
     if len(steps):
         if np.any(steps < 1e-3):
             i = int(np.argmin(steps))
-            raise DataError(f"{folder}: duplicate slice position {along[i]:.3f} mm in {headers[i][0].name} and {headers[i + 1][0].name}")
+            raise DataError(
+                f"{folder}: duplicate slice position {along[i]:.3f} mm in {headers[i][0].name} and {headers[i + 1][0].name}"
+            )
         step = float(np.median(steps))
         bad = np.flatnonzero(np.abs(steps - step) > GAP_RTOL * step)
         if bad.size:
@@ -197,7 +201,8 @@ def read_dicom_series(folder: str | Path) -> DicomSeries:
     modality_tag = str(ds0.get("Modality", "")).lower()
     modality = check_modality(modality_tag) if modality_tag in ("ct", "mr") else None
     patient_id = str(ds0.get("PatientID", "") or folder.name)
-    return DicomSeries(image, affine, tuple(p for p, _ in headers), patient_id, modality, str(ds0.get("SeriesInstanceUID", "")))
+    files = tuple(p for p, _ in headers)
+    return DicomSeries(image, affine, files, patient_id, modality, str(ds0.get("SeriesInstanceUID", "")))
 
 
 def find_series_folders(root: str | Path) -> list[Path]:

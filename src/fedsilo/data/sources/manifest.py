@@ -57,7 +57,10 @@ def manifest_source(
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise DataError(f"{csv_path}: missing column(s) {missing}; found {columns}")
-        rows = [({k.strip(): (v or "").strip() for k, v in row.items() if k}, line) for line, row in enumerate(reader, start=2)]
+        rows = [
+            ({k.strip(): (v or "").strip() for k, v in row.items() if k}, line)
+            for line, row in enumerate(reader, start=2)
+        ]
     if not rows:
         raise DataError(f"{csv_path}: no rows")
     per_patient = Counter(row["patient_id"] for row, _ in rows)

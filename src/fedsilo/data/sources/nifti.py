@@ -133,7 +133,9 @@ def read_nifti(path: str | Path, kind: str = "image") -> tuple[np.ndarray, np.nd
     except DataError:
         raise
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise DataError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc}); the file is truncated or corrupted") from exc
+        raise DataError(
+            f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc}); the file is truncated or corrupted"
+        ) from exc
     return canonical_to_internal(data, canon.affine)
 
 
@@ -189,6 +191,16 @@ def chaos_source(
     return CaseListSource(cases, name=f"chaos:{root.name}", allow_empty_labels=allow_empty_labels)
 
 
+def _channel_modality(name: str) -> Modality | None:
+    """``"CT"`` -> ct; MR sequence names (``MRI``, ``T1``, ``T2``, ``ADC``, ``FLAIR``, ``DWI`` ...) -> mr."""
+    key = name.strip().lower()
+    if key.startswith("ct"):
+        return "ct"
+    if key.startswith(("mr", "t1", "t2", "adc", "flair", "dwi", "pd")):
+        return "mr"
+    return None
+
+
 def amos_modality(case_id: str) -> Modality:
     """AMOS 2022 rule: case ids <= 500 are CT, > 500 MRI (``amos_0507`` -> ``"mr"``)."""
     digits = re.findall(r"\d+", case_id)
@@ -218,7 +230,8 @@ def nnunet_source(
     modality : {"ct", "mr"}, callable or None
         A fixed modality, a function ``case_id -> modality``, or None: the AMOS id rule
         (:func:`amos_modality`) for AMOS, else the single channel of ``dataset.json``
-        (``"modality"`` in MSD, ``"channel_names"`` in nnU-Net v2).
+        (``"modality"`` in MSD, ``"channel_names"`` in nnU-Net v2; MR sequence names such as
+        ``T2`` or ``ADC`` count as MR).
     site : str or None
     split : {"Tr", "Ts"}
     allow_empty_labels : bool
@@ -253,8 +266,8 @@ def nnunet_source(
         modality_of = amos_modality
     else:
         channels = meta.get("channel_names") or meta.get("modality") or {}
-        names = {check_modality(v, f"{meta_path} channel") for v in channels.values() if str(v).lower() in ("ct", "mr", "mri")}
-        if len(names) != 1:
+        names = {_channel_modality(str(v)) for v in channels.values()}
+        if len(names) != 1 or None in names:
             raise DataError(f"{meta_path}: cannot tell CT from MR (channels {channels}); pass modality=")
         only = names.pop()
         modality_of = lambda _cid: only  # noqa: E731

@@ -147,7 +147,9 @@ class PngSliceSource:
             case_id = f"{pid}/{sid}" if sid else pid
             for index, path in enumerate(files):
                 image = read_png(path, self.scale)
-                yield Slice(image[None], None, pid, case_id, index, len(files), self.modality, self.site, frozenset(), self.spacing)
+                yield Slice(
+                    image[None], None, pid, case_id, index, len(files), self.modality, self.site, frozenset(), self.spacing
+                )
 
     def num_slices(self) -> int:
         """Total number of PNG files."""
