@@ -1,7 +1,13 @@
-"""Errors raised for bad input data."""
+"""Errors raised by the data layer for corrupted or inconsistent input."""
 
 from __future__ import annotations
 
+__all__ = ["DataError"]
+
 
 class DataError(ValueError):
-    """Input data is missing, unreadable or inconsistent; the message names the file and the problem."""
+    """Input data is unreadable, corrupted or inconsistent.
+
+    The message always names the offending file (or folder) and what was wrong with it, so
+    that a site operator can find and fix it without reading a traceback.
+    """
