@@ -56,7 +56,8 @@ def test_norm_parameter_keys_of_the_batch_norm_unet() -> None:
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert len(keys) == 5 * n_bn
     assert all(".adn.N." in k for k in keys)
-    assert {k.rsplit(".", 1)[1] for k in keys} == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    suffixes = {k.rsplit(".", 1)[1] for k in keys}
+    assert suffixes == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
     conv_keys = {k for k in model.state_dict() if k.endswith("conv.weight")}
     assert conv_keys and not conv_keys & keys
 

@@ -125,7 +125,7 @@ class RandomFrequencyFilter(RandomAugmentation):
     Each view of a sample: a Butterworth high-pass filter with a random relative cut-off
     ``r ~ logU(cutoff_range)`` (cut-off ``r * min(H, W) / 2`` frequency indices, at least 1) and
     order drawn from ``orders``, the magnitude of the filtered image, and a per-sample affine
-    rescale mapping its ``(q, 100 - q)`` percentiles onto the input's. With ``blend=True`` two
+    rescale mapping its ``(q, 100 - q)`` percentiles (nearest rank) onto the input's. With ``blend=True`` two
     views are blended through a smooth random mask (RaffeSDG's mixing of homologous samples).
 
     Parameters
@@ -166,13 +166,20 @@ class RandomFrequencyFilter(RandomAugmentation):
         self.n_control = _pair(n_control, "n_control")
 
     def _quantiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = x.reshape(x.shape[0], -1).float()
-        q = torch.tensor([self.percentile / 100.0, 1.0 - self.percentile / 100.0], device=x.device)
-        lo, hi = torch.quantile(flat, q, dim=1)
-        return lo.to(x.dtype).view(-1, 1, 1, 1), hi.to(x.dtype).view(-1, 1, 1, 1)
+        """Per-sample nearest-rank ``q`` and ``100 - q`` percentiles over (C, H, W), ``(n, 1, 1, 1)`` each."""
+        flat = x.reshape(x.shape[0], -1)
+        last = flat.shape[1] - 1
+        k_lo = round(self.percentile / 100.0 * last)
+        k_hi = round((1.0 - self.percentile / 100.0) * last)
+        lo = torch.kthvalue(flat, k_lo + 1, dim=1).values
+        hi = torch.kthvalue(flat, k_hi + 1, dim=1).values
+        return lo.view(-1, 1, 1, 1), hi.view(-1, 1, 1, 1)
 
-    def filtered_view(self, x: torch.Tensor) -> torch.Tensor:
-        """One randomly filtered view ``(n, C, H, W)`` (a filter per sample), before blending."""
+    def filtered_view(self, x: torch.Tensor, ref_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One randomly filtered view ``(n, C, H, W)`` (a filter per sample), before blending.
+
+        ``ref_range`` is the input's percentile range (computed from ``x`` when ``None``).
+        """
         n, _, h, w = x.shape
         lo, hi = self.cutoff_range
         u = torch.rand(n, generator=self.generator, device=self.generator.device, dtype=torch.float64).tolist()
@@ -185,16 +192,17 @@ class RandomFrequencyFilter(RandomAugmentation):
         response = torch.stack(responses).unsqueeze(1)  # (n, 1, H, W)
         out = torch.fft.ifft2(torch.fft.fft2(x) * response).abs().to(x.dtype)
         o_lo, o_hi = self._quantiles(out)
-        r_lo, r_hi = self._quantiles(x)
+        r_lo, r_hi = self._quantiles(x) if ref_range is None else ref_range
         span = o_hi - o_lo
         flat = span <= torch.finfo(x.dtype).eps
         return r_lo + (out - o_lo) * torch.where(flat, 0.0, (r_hi - r_lo) / torch.where(flat, 1.0, span))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        v1 = self.filtered_view(x)
+        ref_range = self._quantiles(x)
+        v1 = self.filtered_view(x, ref_range)
         if not self.blend:
             return v1
-        v2 = self.filtered_view(x)
+        v2 = self.filtered_view(x, ref_range)
         n, _, h, w = x.shape
         m = smooth_random_mask(n, h, w, n_control=self.n_control, generator=self.generator,
                                device=x.device, dtype=x.dtype)

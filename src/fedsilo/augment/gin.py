@@ -1,9 +1,10 @@
 """Global Intensity Non-linear augmentation (GIN).
 
 Ouyang, Chen, Li, Li, Qin, Bai, Rueckert, "Causality-inspired single-source domain generalization
-for medical image segmentation", IEEE Transactions on Medical Imaging, 2022 (vol. 42, 2023). GIN passes each image through a shallow convolutional network with freshly drawn random
-weights, which changes intensities and textures non-linearly while keeping shapes, mixes the
-result with the input, and restores the input's Frobenius norm.
+for medical image segmentation", IEEE Transactions on Medical Imaging, 2022 (vol. 42, 2023).
+GIN passes each image through a shallow convolutional network with freshly drawn random weights,
+which changes intensities and textures non-linearly while keeping shapes, mixes the result with
+the input, and restores the input's Frobenius norm.
 """
 
 from __future__ import annotations

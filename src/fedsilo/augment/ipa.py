@@ -35,6 +35,16 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
+def _box_filter_valid(t: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Mean over windows of ``size`` along ``dim`` ('valid': the dim shrinks by ``size - 1``)."""
+    if size == 1:
+        return t
+    zero = torch.zeros_like(t.narrow(dim, 0, 1))
+    c = torch.cat([zero, torch.cumsum(t, dim=dim)], dim=dim)
+    n = t.shape[dim] - size + 1
+    return (c.narrow(dim, size, n) - c.narrow(dim, 0, n)) / size
+
+
 def smooth_random_mask(
     batch: int,
     height: int,
@@ -81,8 +91,8 @@ def smooth_random_mask(
     ctrl = torch.randn((batch, 1, n_h + 2 * pad, n_w + 2 * pad), generator=generator, device=generator.device)
     field = ctrl.to(device=device, dtype=dtype)
     field = field.repeat_interleave(s_h, dim=2).repeat_interleave(s_w, dim=3)
-    for _ in range(order):
-        field = F.avg_pool2d(field, kernel_size=(s_h, s_w), stride=1)
+    for _ in range(order):  # separable box filters (running sums): rows then columns
+        field = _box_filter_valid(_box_filter_valid(field, s_h, dim=2), s_w, dim=3)
     top = (field.shape[2] - height) // 2
     left = (field.shape[3] - width) // 2
     field = field[:, :, top : top + height, left : left + width]
@@ -141,7 +151,8 @@ class IPA(RandomAugmentation):
         g2 = self.gin.transform(x)
         n, _, h, w = x.shape
         m = smooth_random_mask(
-            n, h, w, n_control=self.n_control, order=self.order, generator=self.generator, device=x.device, dtype=x.dtype
+            n, h, w, n_control=self.n_control, order=self.order, generator=self.generator,
+            device=x.device, dtype=x.dtype,
         )
         return torch.stack([m * g1 + (1.0 - m) * g2, (1.0 - m) * g1 + m * g2])
 

@@ -8,7 +8,7 @@ standardisation, a random affine transform and ``tanh`` (contrast diversificatio
 
 torchvision's ``deform_conv2d`` is not used (torchvision is not a dependency): the deformable
 convolution is a sum over the ``k * k`` kernel taps of bilinearly resampled inputs
-(:func:`deform_conv2d`).
+(:func:`deform_conv2d`), one ``grid_sample`` call for all taps.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ._base import RandomAugmentation
 
-__all__ = ["ProRandConv", "deform_conv2d", "gaussian_window"]
+__all__ = ["ProRandConv", "deform_conv2d", "deform_conv_from_grid", "deform_grid", "gaussian_window"]
 
 
 def gaussian_window(kernel_size: int, sigma: float, *, device: torch.device | str = "cpu",
@@ -30,6 +30,54 @@ def gaussian_window(kernel_size: int, sigma: float, *, device: torch.device | st
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
     r = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
     return torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma**2))
+
+
+def deform_grid(offsets: torch.Tensor, kernel_size: int, batch: int, height: int, width: int) -> torch.Tensor:
+    """Sampling grid of a 'same' deformable convolution for :func:`torch.nn.functional.grid_sample`.
+
+    Parameters
+    ----------
+    offsets
+        ``(2 k k, H, W)`` (shared by the batch) or ``(B, 2 k k, H, W)`` displacements in pixels;
+        channel ``2 t`` is the row (y) and ``2 t + 1`` the column (x) offset of tap ``t`` (taps in
+        row-major order).
+    kernel_size, batch, height, width
+        ``k`` (odd) and the input size; ``H, W >= 2``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, k k H, W, 2)`` normalised ``(x, y)`` coordinates (``align_corners=True``), the taps
+        stacked along the rows.
+    """
+    k, b, h, w = kernel_size, batch, height, width
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd positive int, got {k!r}")
+    if h < 2 or w < 2:
+        raise ValueError(f"input height and width must be >= 2, got {(h, w)}")
+    if offsets.ndim == 3:
+        offsets = offsets.unsqueeze(0)
+    if offsets.shape[1:] != (2 * k * k, h, w) or offsets.shape[0] not in (1, b):
+        raise ValueError(f"offsets must be (2*k*k, H, W) or (B, 2*k*k, H, W) = ({b}, {2 * k * k}, {h}, {w}), "
+                         f"got {tuple(offsets.shape)}")
+    taps = torch.arange(k * k, device=offsets.device, dtype=offsets.dtype)
+    di = (torch.div(taps, k, rounding_mode="floor") - k // 2).view(1, k * k, 1, 1)
+    dj = (taps % k - k // 2).view(1, k * k, 1, 1)
+    ys = torch.arange(h, device=offsets.device, dtype=offsets.dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, device=offsets.device, dtype=offsets.dtype).view(1, 1, 1, w)
+    py = ys + di + offsets[:, 0::2]  # (B', k k, H, W)
+    px = xs + dj + offsets[:, 1::2]
+    grid = torch.stack([2.0 * px / (w - 1) - 1.0, 2.0 * py / (h - 1) - 1.0], dim=-1)
+    return grid.expand(b, -1, -1, -1, -1).reshape(b, k * k * h, w, 2)
+
+
+def deform_conv_from_grid(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Deformable convolution with a grid from :func:`deform_grid`: ``(B, C_in, H, W) -> (B, C_out, H, W)``."""
+    b, c_in, h, w = x.shape
+    c_out, _, k, _ = weight.shape
+    sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    sampled = sampled.view(b, c_in, k * k, h, w)
+    return torch.einsum("oct,bcthw->bohw", weight.reshape(c_out, c_in, k * k), sampled)
 
 
 def deform_conv2d(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -45,10 +93,8 @@ def deform_conv2d(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) 
     weight
         Kernel ``(C_out, C_in, k, k)`` with ``k`` odd.
     offsets
-        Per-tap displacements in pixels, ``(2 k k, H, W)`` (shared by the batch) or
-        ``(B, 2 k k, H, W)``; channel ``2 t`` is the row (y) and ``2 t + 1`` the column (x)
-        offset of tap ``t`` (taps in row-major order). All zeros gives ``F.conv2d(x, weight,
-        padding=k // 2)``.
+        Per-tap displacements in pixels, ``(2 k k, H, W)`` or ``(B, 2 k k, H, W)`` (see
+        :func:`deform_grid`). All zeros gives ``F.conv2d(x, weight, padding=k // 2)``.
 
     Returns
     -------
@@ -59,26 +105,8 @@ def deform_conv2d(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) 
     c_out, c_w, k, k2 = weight.shape
     if c_w != c_in or k != k2 or k % 2 == 0:
         raise ValueError(f"weight must be (C_out, {c_in}, k, k) with k odd, got {tuple(weight.shape)}")
-    if h < 2 or w < 2:
-        raise ValueError(f"input height and width must be >= 2, got {(h, w)}")
-    if offsets.ndim == 3:
-        offsets = offsets.unsqueeze(0)
-    if offsets.shape[1:] != (2 * k * k, h, w) or offsets.shape[0] not in (1, b):
-        raise ValueError(f"offsets must be (2*k*k, H, W) or (B, 2*k*k, H, W) = ({b}, {2 * k * k}, {h}, {w}), "
-                         f"got {tuple(offsets.shape)}")
-    offsets = offsets.to(device=x.device, dtype=x.dtype).expand(b, -1, -1, -1)
-    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
-    out = x.new_zeros(b, c_out, h, w)
-    half = k // 2
-    for t in range(k * k):
-        di, dj = t // k - half, t % k - half
-        py = ys + di + offsets[:, 2 * t]
-        px = xs + dj + offsets[:, 2 * t + 1]
-        grid = torch.stack([2.0 * px / (w - 1) - 1.0, 2.0 * py / (h - 1) - 1.0], dim=-1)  # (B, H, W, 2)
-        sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        out = out + torch.einsum("oc,bchw->bohw", weight[:, :, t // k, t % k], sampled)
-    return out
+    grid = deform_grid(offsets.to(device=x.device, dtype=x.dtype), k, b, h, w)
+    return deform_conv_from_grid(x, weight, grid)
 
 
 def _check_range(value: Sequence[float], name: str, low: float, low_open: bool = False) -> tuple[float, float]:
@@ -164,9 +192,10 @@ class ProRandConv(RandomAugmentation):
         offsets = self._randn(2 * k * k, h, w, like=x) * offset_std
         gamma = self._randn(1, c, 1, 1, like=x) * self.gamma_std
         beta = self._randn(1, c, 1, 1, like=x) * self.beta_std
+        grid = deform_grid(offsets, k, n, h, w)  # the same deformation at every repetition
         out = x
         for _ in range(repeats):
-            z = deform_conv2d(out, weight, offsets)
+            z = deform_conv_from_grid(out, weight, grid)
             mean = z.mean(dim=(2, 3), keepdim=True)
             std = z.std(dim=(2, 3), keepdim=True, unbiased=False)
             z = (z - mean) / (std + 1e-5)

@@ -210,7 +210,8 @@ def hd95_per_class(pred: ArrayLike, target: ArrayLike, spacing: Sequence[float],
     return out
 
 
-def stack_slices(slices: ArrayLike, patient_ids: Sequence[Hashable], slice_indices: Sequence[int]) -> dict[Hashable, np.ndarray]:
+def stack_slices(slices: ArrayLike, patient_ids: Sequence[Hashable],
+                 slice_indices: Sequence[int]) -> dict[Hashable, np.ndarray]:
     """Re-stack 2D slices ``(N, H, W)`` into one volume ``(D, H, W)`` per patient, ordered by slice index.
 
     Raises ``ValueError`` on mismatched lengths or a repeated (patient, slice index) pair; logs a
