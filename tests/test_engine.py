@@ -189,3 +189,17 @@ def test_too_few_valid_updates_stops_with_checkpoint_intact(tiny_cfg, tmp_path):
         run_inprocess(make_server_app(run.path), _poisoned_client(poison_from_round_2), 2)
     assert torch.load(run.checkpoint_path, weights_only=False)["round"] == 1
     assert not (run.path / "final.pt").exists()
+
+
+def test_site_sampling_is_seeded_and_respects_fraction(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("federation.num_sites=4", "federation.fraction_train=0.5", "federation.rounds=3")
+
+    def trained(path):
+        rows = _rows(path)
+        return [sorted(r["scope"] for r in rows if r["round"] == rnd and "train_loss" in r) for rnd in (1, 2, 3)]
+
+    a = trained(start_run(cfg, tmp_path / "a").path)
+    b = trained(start_run(cfg, tmp_path / "b").path)
+    assert a == b
+    assert all(len(sites) == 2 for sites in a)
+    assert len({tuple(s) for s in a}) > 1  # different sites in different rounds

@@ -1,0 +1,24 @@
+"""fedsilo.tasks.segmentation: cross-modality organ segmentation (FedGIN) building blocks."""
+
+from .losses import marginal_log_probs, masked_dice_ce
+from .metrics import (
+    as_annotated,
+    dice_per_class,
+    hd95_per_class,
+    nanmean_per_class,
+    per_patient_dice,
+    per_patient_hd95,
+    stack_slices,
+)
+
+__all__ = [
+    "as_annotated",
+    "dice_per_class",
+    "hd95_per_class",
+    "marginal_log_probs",
+    "masked_dice_ce",
+    "nanmean_per_class",
+    "per_patient_dice",
+    "per_patient_hd95",
+    "stack_slices",
+]
