@@ -137,7 +137,8 @@ def test_apply_camera_style_by_hand() -> None:
     rng = np.random.default_rng(0)
     black = np.array([0.015, 0.025, 0.045])  # camera black level
     plain = CameraStyle(gains=(1.5, 1.0, 0.5), vignetting=0.0, blur=0.0, noise=0.0)
-    np.testing.assert_allclose(apply_camera_style(image, radius, fov, plain, rng)[0, 0], np.array([0.3, 0.2, 0.1]) + black)
+    out = apply_camera_style(image, radius, fov, plain, rng)
+    np.testing.assert_allclose(out[0, 0], np.array([0.3, 0.2, 0.1]) + black)
     contrast = CameraStyle(vignetting=0.0, blur=0.0, noise=0.0, contrast=2.0)  # 0.35 + 2 * (0.2 - 0.35) = 0.05
     np.testing.assert_allclose(apply_camera_style(image, radius, fov, contrast, rng)[0, 0], 0.05 + black)
     vignette = CameraStyle(vignetting=0.5, blur=0.0, noise=0.0, brightness=2.0)  # 0.4 at r=0, 0.2 at the rim

@@ -27,7 +27,7 @@ import numpy as np
 from .fundus_anatomy import sample_eye, sample_vessel_tree
 from .fundus_lesions import LAYERS, LESION_TYPES, sample_lesions
 from .fundus_render import lesion_footprint, render_retina
-from .fundus_style import CameraStyle, _check_seed, apply_camera_style, camera_styles
+from .fundus_style import CameraStyle, check_seed, apply_camera_style, camera_styles
 
 __all__ = [
     "NUM_GRADES",
@@ -55,7 +55,8 @@ _FIRST_LESION = LAYERS.index(LESION_TYPES[1])
 @overload
 def generate_fundus(
     grades: np.ndarray, size: int = ..., *, seed: int, style: CameraStyle | None = ...,
-    styles: Sequence[CameraStyle] | None = ..., style_ids: np.ndarray | None = ..., return_lesions: Literal[False] = ...,
+    styles: Sequence[CameraStyle] | None = ..., style_ids: np.ndarray | None = ...,
+    return_lesions: Literal[False] = ...,
 ) -> np.ndarray: ...  # fmt: skip
 @overload
 def generate_fundus(
@@ -103,7 +104,7 @@ def generate_fundus(
     """
     grades = _check_grades(grades)
     size = _check_size(size)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     n = grades.shape[0]
     per_image = _resolve_styles(n, style, styles, style_ids)
     if not isinstance(return_lesions, (bool, np.bool_)):
@@ -161,10 +162,12 @@ def fundus_phantom_dataset(
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    size, seed = _check_size(size), _check_seed(seed)
+    size, seed = _check_size(size), check_seed(seed)
     w = np.asarray(grade_weights, dtype=float)
     if w.shape != (NUM_GRADES,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"grade_weights must be {NUM_GRADES} finite non-negative floats with a positive sum, got {grade_weights!r}")
+        raise ValueError(
+            f"grade_weights must be {NUM_GRADES} finite non-negative floats with a positive sum, got {grade_weights!r}"
+        )
     if isinstance(n_cameras, bool) or not isinstance(n_cameras, (int, np.integer)) or n_cameras < 1:
         raise ValueError(f"n_cameras must be an integer >= 1, got {n_cameras!r}")
     label_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))

@@ -28,12 +28,22 @@ VEIN, ARTERY = 0, 1
 
 @dataclass(frozen=True)
 class Eye:
-    """Geometry and pigmentation of one photographed eye (all lengths in FOV radii).
+    """Geometry, pigmentation and illumination of one photographed eye (lengths in FOV radii).
 
-    ``side`` is +1 when the optic disc lies right of the fovea (a right eye, OD, in the usual
-    display) and -1 for a left eye. ``centre`` and ``fov_radius`` place the FOV in the image, as
-    fractions of the image side. ``textures`` are coarse random grids ``(g, g)`` interpolated to
-    any resolution; ``white_balance`` is a per-photograph RGB gain.
+    Attributes
+    ----------
+    side : +1 when the optic disc lies right of the fovea (a right eye, OD, as usually displayed),
+        -1 for a left eye.
+    centre, fov_radius : where the FOV sits in the image, as fractions of the image side.
+    disc, fovea : ``(2,)`` centres; ``disc_radius`` is the horizontal semi-axis of the disc,
+        ``disc_aspect`` its height/width and ``cup_ratio`` the cup-to-disc ratio.
+    pigment : 0 (blond fundus) .. 1 (heavily pigmented).
+    brightness, white_balance : exposure and ``(3,)`` RGB gain of this photograph.
+    illum_falloff, illum_gradient : radial fall-off and ``(2,)`` linear tilt of the illumination.
+    macula_depth, macula_size : darkening of the macula and its Gaussian width in disc diameters.
+    textures : coarse random grids ``(g, g)`` of choroidal texture, interpolated at any resolution.
+    haze, haze_angle, haze_tint : strength, position and colour of a stray-light crescent.
+    defocus : extra blur of this photograph, as a fraction of the image side.
     """
 
     side: int
@@ -54,6 +64,7 @@ class Eye:
     textures: tuple[np.ndarray, ...]
     haze: float
     haze_angle: float
+    haze_tint: int
     defocus: float
 
     @property
@@ -170,6 +181,7 @@ def sample_eye(rng: np.random.Generator) -> Eye:
         textures=(rng.standard_normal((6, 6)), rng.standard_normal((16, 16)), rng.standard_normal((48, 48))),
         haze=haze,
         haze_angle=rng.uniform(-np.pi, np.pi),
+        haze_tint=int(rng.integers(0, 2)),
         defocus=rng.uniform(0.005, 0.012) if rng.random() < 0.1 else abs(rng.normal(0.0, 0.002)),
     )
 

@@ -22,7 +22,7 @@ _L = {name: i for i, name in enumerate(LAYERS)}
 _FIRST_LESION, _LAST_LESION = _L["microaneurysm"], _L["laser_scar_pale"]
 #: Opacity = clip(gain * splatted density, 0, 1): gains above 1 give crisper edges.
 _GAIN = np.ones(len(LAYERS))
-_GAIN[[_L["hard_exudate"], _L["preretinal_haemorrhage"]]] = (1.8, 1.6)
+_GAIN[[_L["hard_exudate"], _L["preretinal_haemorrhage"], _L["neovascularisation"]]] = (1.8, 1.6, 1.5)
 #: Layers that darken: RGB transmittance at full opacity.
 _DARK = {
     "vein": (0.66, 0.38, 0.46), "artery": (0.88, 0.68, 0.72), "microaneurysm": (0.58, 0.24, 0.32),
@@ -42,7 +42,7 @@ _LIGHT_FUNDUS = np.array([0.9, 0.57, 0.3])  # lightly pigmented (blond) fundus
 _DARK_FUNDUS = np.array([0.62, 0.32, 0.16])  # heavily pigmented fundus
 _DISC_RIM = np.array([0.98, 0.72, 0.44])
 _DISC_CUP = np.array([1.0, 0.9, 0.7])
-_HAZE = (np.array([0.75, 0.85, 0.9]), np.array([0.95, 0.85, 0.5]))
+_HAZE = (np.array([0.75, 0.85, 0.9]), np.array([0.95, 0.85, 0.5]))  # bluish-white or yellow stray light
 
 
 def splat(
@@ -106,14 +106,16 @@ def render_retina(eye: Eye, lesions: Lesions, size: int) -> tuple[np.ndarray, np
     radius = np.hypot(xx, yy)
 
     # background: pigmentation, illumination falling off to the periphery, choroidal texture
-    illum = 1.0 - eye.illum_falloff * np.minimum(radius, 1.0) ** 1.3 + eye.illum_gradient[0] * xx + eye.illum_gradient[1] * yy
+    illum = 1.0 - eye.illum_falloff * np.minimum(radius, 1.0) ** 1.3
+    illum += eye.illum_gradient[0] * xx + eye.illum_gradient[1] * yy
     illum = np.clip(illum, 0.25, 1.4) * eye.brightness
     tex = sum(a * _smooth_field(g, xs, ys) for a, g in zip((0.07, 0.035, 0.03), eye.textures, strict=True))
     base = (1.0 - eye.pigment) * _LIGHT_FUNDUS + eye.pigment * _DARK_FUNDUS
     rgb = base * eye.white_balance * illum[..., None] * (1.0 + tex[..., None] * np.array([0.8, 1.2, 1.2]))
     dd = eye.disc_diameter
     d2 = (xx - eye.fovea[0]) ** 2 + (yy - eye.fovea[1]) ** 2
-    macula = eye.macula_depth * np.exp(-d2 / (2 * (eye.macula_size * dd) ** 2)) + 0.12 * np.exp(-d2 / (2 * (0.12 * dd) ** 2))
+    macula = eye.macula_depth * np.exp(-d2 / (2 * (eye.macula_size * dd) ** 2))
+    macula += 0.12 * np.exp(-d2 / (2 * (0.12 * dd) ** 2))  # the fovea
     rgb *= 1.0 - macula[..., None] * np.array([0.6, 1.0, 0.9])
 
     # vessels and lesions
@@ -122,10 +124,12 @@ def render_retina(eye: Eye, lesions: Lesions, size: int) -> tuple[np.ndarray, np
     light = (0.55 + 0.45 * illum)[..., None]
     active = opacity.reshape(len(LAYERS), -1).max(axis=1) > 0
     for name in _ORDER:
-        if name != "disc" and not active[_L[name]]:
-            continue
         if name == "disc":
-            rgb = _draw_disc(rgb, eye, xx, yy, illum)
+            rgb, cup = _draw_disc(rgb, eye, xx, yy, illum)
+            # vessels plunge into the cup, seen end-on: they fade there instead of piling up
+            opacity[[_L["vein"], _L["artery"]]] *= 1.0 - 0.7 * cup
+        elif not active[_L[name]]:
+            continue
         elif name in _DARK:
             rgb *= 1.0 - opacity[_L[name], ..., None] * (1.0 - np.asarray(_DARK[name]))
         else:
@@ -135,14 +139,16 @@ def render_retina(eye: Eye, lesions: Lesions, size: int) -> tuple[np.ndarray, np
     if eye.haze > 0:  # stray light: a bright crescent at the rim of the field of view
         ang = np.arctan2(yy, xx) - eye.haze_angle
         wgt = eye.haze * np.exp(-np.abs(1.0 - radius) / 0.12) * (0.5 + 0.5 * np.cos(ang)) ** 3
-        colour = _HAZE[int(eye.haze * 100) % 2]
+        colour = _HAZE[eye.haze_tint]
         rgb = rgb * (1.0 - wgt[..., None]) + wgt[..., None] * colour * eye.brightness
     fov = np.clip((1.0 - radius) * r_px + 0.5, 0.0, 1.0)
     return rgb, opacity, radius, fov
 
 
-def _draw_disc(rgb: np.ndarray, eye: Eye, xx: np.ndarray, yy: np.ndarray, illum: np.ndarray) -> np.ndarray:
-    """Optic disc: a yellow-pink vertical ellipse, paler temporally, with a brighter cup."""
+def _draw_disc(
+    rgb: np.ndarray, eye: Eye, xx: np.ndarray, yy: np.ndarray, illum: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Optic disc: a yellow-pink vertical ellipse, paler temporally, with a brighter cup; returns rgb, cup."""
     a = eye.disc_radius
     dx, dy = xx - eye.disc[0], yy - eye.disc[1]
     de = np.hypot(dx / a, dy / (a * eye.disc_aspect))
@@ -154,7 +160,7 @@ def _draw_disc(rgb: np.ndarray, eye: Eye, xx: np.ndarray, yy: np.ndarray, illum:
     colour = _DISC_RIM * (1.0 + 0.08 * temporal * np.array([0.0, 1.0, 1.0]))
     colour = colour * (1.0 - cup[..., None]) + _DISC_CUP * cup[..., None]
     colour = colour * (0.8 + 0.2 * illum[..., None] / eye.brightness) * eye.brightness
-    return rgb * (1.0 - disc[..., None]) + colour * disc[..., None]
+    return rgb * (1.0 - disc[..., None]) + colour * disc[..., None], cup
 
 
 def lesion_footprint(eye: Eye, lesions: Lesions, size: int) -> np.ndarray:
@@ -205,7 +211,8 @@ def _walk_points(walks: Walks, r_px: float) -> tuple[np.ndarray, ...]:
         width = (width[:, :-1, None] * (1 - t) + width[:, 1:, None] * t).reshape(width.shape[0], -1)
         valid = np.repeat(valid[:, :-1] & valid[:, 1:], up, axis=1)
     layer = np.broadcast_to(walks.kind[:, None], valid.shape)[valid]
-    return xy[valid][:, 0], xy[valid][:, 1], width[valid], layer, np.full(layer.shape, GEOMETRY_STEP * r_px * stride / up)
+    step = np.full(layer.shape, GEOMETRY_STEP * r_px * stride / up)
+    return xy[valid][:, 0], xy[valid][:, 1], width[valid], layer, step
 
 
 def _smooth_field(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

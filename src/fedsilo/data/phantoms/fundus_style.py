@@ -97,7 +97,7 @@ def camera_styles(k: int, seed: int) -> list[CameraStyle]:
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     styles = []
     for j in range(int(k)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, _STYLE_STREAM], spawn_key=(j,)))
@@ -161,7 +161,8 @@ def apply_camera_style(
     return np.clip(out, 0.0, 1.0)
 
 
-def _check_seed(seed: int) -> int:
+def check_seed(seed: int) -> int:
+    """Return ``seed`` as an int; raise ValueError unless it is a non-negative integer."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
