@@ -81,8 +81,10 @@ def test_dataset_is_prefix_stable_and_follows_weights() -> None:
     np.testing.assert_array_equal(only, np.full(6, 3))
 
 
-def test_dataset_label_frequencies() -> None:
-    _, grades, cams = fundus_phantom_dataset(400, 28, seed=5, grade_weights=(1, 0, 1, 0, 2), n_cameras=4)
+def test_dataset_label_frequencies_and_dark_corners_for_every_camera() -> None:
+    images, grades, cams = fundus_phantom_dataset(400, 28, seed=5, grade_weights=(1, 0, 1, 0, 2), n_cameras=4)
+    corners = images[:, [0, 0, 1, -1, -1, -2], [0, -1, 0, 0, -1, -1]]
+    assert corners.max() < 40
     counts = np.bincount(grades, minlength=5)
     assert counts[1] == 0 and counts[3] == 0
     assert abs(counts[4] / 400 - 0.5) < 0.08 and abs(counts[0] / 400 - 0.25) < 0.07
@@ -182,7 +184,7 @@ def test_camera_styles_change_mean_colour() -> None:
 # ---------------------------------------------------------------- anatomy and rendering internals
 
 
-def test_eyes_have_both_sides_and_icdr_free_geometry() -> None:
+def test_eye_geometry_right_and_left_eyes() -> None:
     eyes = [sample_eye(np.random.default_rng(s)) for s in range(40)]
     assert {e.side for e in eyes} == {-1, 1}
     for e in eyes:

@@ -99,6 +99,7 @@ class Walks:
 
     @property
     def n(self) -> int:
+        """Number of vessels."""
         return int(self.kind.shape[0])
 
 
