@@ -8,6 +8,7 @@ after a resume.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
@@ -17,9 +18,24 @@ from .config.schema import TrainSection
 from .data.images import batches_per_epoch, iterate_batches
 
 
+def round_lr(cfg: TrainSection, rnd: int, rounds: int, base: float | None = None) -> float:
+    """Learning rate of round ``rnd`` (1-based) of ``rounds``: constant or cosine-decayed.
+
+    Cosine: ``lr_final + (lr - lr_final) * (1 + cos(pi * (rnd - 1) / (rounds - 1))) / 2`` with
+    ``lr_final = lr * lr_final_factor``, so round 1 uses ``lr`` and the last round ``lr_final``.
+    """
+    lr = cfg.lr if base is None else base
+    if cfg.lr_schedule == "constant" or rounds <= 1:
+        return lr
+    t = min(max(rnd - 1, 0), rounds - 1) / (rounds - 1)
+    final = lr * cfg.lr_final_factor
+    return final + (lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainSection, *, lr: float | None = None,
                    betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
-    """The configured optimiser (fresh each round, as in FedAvg's local SGD)."""
+    """The configured optimiser (fresh each round, as in FedAvg's local SGD) at learning rate ``lr``
+    (default ``cfg.lr``; pass :func:`round_lr` for the round's scheduled rate)."""
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -180,6 +180,10 @@ class TrainSection:
     local_steps: int = param(0, "Local optimiser steps per round (0 = use local_epochs).", ge=0)
     batch_size: int = param(32, "Training batch size.", ge=1)
     lr: float = param(1e-3, "Learning rate.", gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = param(
+        "cosine", "Learning rate over rounds: constant, or cosine decay from lr to lr * lr_final_factor."
+    )
+    lr_final_factor: float = param(0.05, "Last round's learning rate as a fraction of lr (cosine).", ge=0.0, le=1.0)
     optimizer: Literal["adam", "adamw", "sgd"] = param("adam", "Local optimiser (reset each round).")
     momentum: float = param(0.9, "SGD momentum.", ge=0.0, lt=1.0)
     weight_decay: float = param(0.0, "Weight decay.", ge=0.0)
@@ -191,6 +195,7 @@ class ClassifierSection:
     depth: int = param(3, "Conv blocks (each halves the resolution).", ge=1, le=6)
     norm: NormName = param("batch", "Normalisation layers (group/none for DP-SGD).")
     dropout: float = param(0.0, "Dropout before the classifier head.", ge=0.0, lt=1.0)
+    hflip: bool = param(True, "Random horizontal flips in training (fundus laterality carries no grade).")
 
 
 @dataclass

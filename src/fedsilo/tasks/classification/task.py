@@ -12,7 +12,14 @@ from ...data.images import ImageDataset, iterate_batches
 from ...models.classifier import GradeCNN
 from ...progress import current
 from ...seeding import derive_seed, torch_generator
-from ...training import make_optimizer, num_round_batches, proximal_term, round_batches, snapshot_params
+from ...training import (
+    make_optimizer,
+    num_round_batches,
+    proximal_term,
+    round_batches,
+    round_lr,
+    snapshot_params,
+)
 from ..base import Task, TrainContext, TrainResult, evaluating
 from .metrics import grading_metrics
 
@@ -39,7 +46,8 @@ class ClassificationTask(Task):
         gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
         torch.manual_seed(derive_seed(seed, "dropout", ctx.round, ctx.site_index))
         model.to(ctx.device).train()
-        opt = make_optimizer(model.parameters(), self.cfg.train)
+        opt = make_optimizer(model.parameters(), self.cfg.train,
+                             lr=round_lr(self.cfg.train, ctx.round, self.cfg.federation.rounds))
         anchor = snapshot_params(model) if ctx.proximal_mu else None
         reporter = current()
         site = ctx.site_name
@@ -47,6 +55,9 @@ class ClassificationTask(Task):
         total, count = 0.0, 0
         for idx in round_batches(len(data), self.cfg.train, gen):
             x, y = data.batch(idx, ctx.device)
+            if self.cfg.classifier.hflip:
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
