@@ -81,7 +81,7 @@ class CentralisedRounds:
         if sites:
             per_site = []
             for site in self.data.sites:
-                m = self.task.evaluate(self.model, site.val, self.device)
+                m = self.task.evaluate_site(self.model, site.val, self.device)
                 n = int(m.pop("n", len(site.val)))
                 rows.append(Row(site.name, {f"val_{k}": v for k, v in m.items()}))
                 per_site.append(({f"val_{k}": v for k, v in m.items()}, n))

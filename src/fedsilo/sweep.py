@@ -119,12 +119,12 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     """summary.csv (one line per run) and summary.md (mean ± std over seeds, % of centralised)."""
     from .tasks import task_registry
 
-    task_cls = task_registry()[runs[0].cfg.experiment.task]
-    primary = f"test_{task_cls.primary_metric}"
+    task = task_registry()[runs[0].cfg.experiment.task](runs[0].cfg)
     per_run = {r.path: final_metrics(RunDir.open(r.path)) for r in runs}
-    metric_keys = sorted({k for m in per_run.values() for k in m if not k.endswith(("_n", "_loss"))})
-    if primary not in metric_keys:
-        primary = next((k for k in metric_keys if k.endswith(task_cls.primary_metric)), primary)
+    metric_keys = task.summary_columns(sorted({k for m in per_run.values() for k in m}))
+    percent = {f"test_{task.primary_metric}": task.higher_is_better,
+               **{f"test_{k}": hib for k, hib in task.percent_metrics.items()}}
+    percent = {k: hib for k, hib in percent.items() if any(k in m for m in per_run.values())}
 
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -139,15 +139,16 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     for r in runs:
         groups.setdefault((r.combo, r.mode), {})[r.path] = per_run[r.path]
     stats = {key: group_metrics(v) for key, v in groups.items()}
-    header = ["grid", "mode", "seeds", *metric_keys, f"% of centralised ({primary})"]
+    header = ["grid", "mode", "seeds", *metric_keys, *(f"% of centralised ({k})" for k in percent)]
     rows = []
+    nan = (float("nan"), 0.0)
     for (combo, mode), st in stats.items():
-        cen = stats.get((combo, "centralised"), {}).get(primary, (float("nan"), 0.0))[0]
-        mine = st.get(primary, (float("nan"), 0.0))[0]
-        pct = percent_of(mine, cen, task_cls.higher_is_better)
+        cells = []
+        for key, hib in percent.items():
+            pct = percent_of(st.get(key, nan)[0], stats.get((combo, "centralised"), {}).get(key, nan)[0], hib)
+            cells.append("–" if pct != pct else f"{pct:.1f}%")
         rows.append([combo_slug(combo), mode, str(len(groups[(combo, mode)])),
-                     *(pm(*st.get(k, (float("nan"), 0.0))) for k in metric_keys),
-                     "–" if pct != pct else f"{pct:.1f}%"])
+                     *(pm(*st.get(k, nan)) for k in metric_keys), *cells])
     md = out / "summary.md"
     atomic_write_text(md, f"# Sweep summary\n\nMean ± std over seeds of the final round.\n\n"
                           f"{markdown_table(header, rows)}\n")

@@ -13,6 +13,7 @@ from .schema import ExperimentConfig
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
+    "absolute_paths",
     "config_from_dict",
     "config_hash",
     "config_from_toml_text",
@@ -38,9 +39,29 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         With the file name for unreadable files, and the dotted key for invalid values.
     """
     try:
-        return config_from_dict(load_toml(path), overrides)
+        return absolute_paths(config_from_dict(load_toml(path), overrides))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def absolute_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
+    """Make relative data paths absolute (against ``base``, default the working directory).
+
+    The resolved config then means the same thing in every process that reads it (Ray
+    workers, resumed runs started elsewhere).
+    """
+    base = Path.cwd() if base is None else base
+
+    def fix(p: str) -> str:
+        return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+    cfg.data.path = fix(cfg.data.path)
+    for spec in [*cfg.data.sites, *cfg.data.test]:
+        spec.path = fix(spec.path)
+        spec.label_path = fix(spec.label_path)
+        if spec.mapping.endswith(".toml"):
+            spec.mapping = fix(spec.mapping)
+    return cfg
 
 
 def config_from_toml_text(text: str) -> ExperimentConfig:

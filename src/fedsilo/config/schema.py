@@ -107,10 +107,72 @@ class FundusPreprocessSection:
             raise ConfigError(f"{prefix}.quantise_levels must be 0 (off) or 2..256, got 1")
 
 
+VolumeKind = Literal["phantom", "chaos", "nnunet", "manifest", "pair", "dicom", "png"]
+
+
+@dataclass
+class VolumeSourceSection:
+    """One ``[[data.sites]]`` (a hospital's scans) or ``[[data.test]]`` (a held-out set) entry."""
+
+    name: str = param("", "Site or test-set name (default: <kind>-<modality>-<position>).")
+    kind: VolumeKind = param(
+        "phantom",
+        "phantom (built-in abdomen), chaos (image_<id>/label_<id>.nii.gz), nnunet (imagesTr/labelsTr + "
+        "dataset.json; AMOS, MSD), manifest (CSV: image, label, modality, patient_id, site), pair (one "
+        "image + label file), dicom (folder of DICOM series), png (<patient>/<series>/<slice>.png, unlabelled).",
+    )
+    modality: Literal["ct", "mr"] = param("ct", "Imaging modality of these scans.")
+    path: str = param("", "Folder, CSV or image file (relative paths: relative to the working directory).")
+    label_path: str = param("", "Label map file for kind = 'pair'.")
+    mapping: str = param(
+        "", "Label table to the organ vocabulary: chaos_mr, amos, totalsegmentator_v2 or a .toml file "
+            "('' = the source's default)."
+    )
+    patients: list[str] = param([], "Only these patient ids ([] = all).")
+    count: int = param(0, "Phantom: number of patients; other kinds: keep the first N patients (0 = all).", ge=0)
+    offset: int = param(0, "Phantom: index of the first patient; other kinds: skip the first N patients.", ge=0)
+    contrast: str = param("", "Phantom: CT phase (native, venous) or MR weighting (t2, t1); '' = default.")
+    shape: list[int] = param([32, 128, 128], "Phantom volume size (D, H, W) in voxels.", ge=4)
+
+    def validate(self, prefix: str) -> None:
+        if self.kind == "phantom":
+            if self.count < 1:
+                raise ConfigError(f"{prefix}.count must be >= 1 for a phantom, got {self.count}")
+            if len(self.shape) != 3:
+                raise ConfigError(f"{prefix}.shape must be [D, H, W], got {self.shape!r}")
+        elif not self.path:
+            raise ConfigError(f"{prefix}.path must name the {self.kind} data")
+        if self.kind == "pair" and not self.label_path and self.mapping:
+            raise ConfigError(f"{prefix}.mapping is set but label_path is empty")
+
+
+@dataclass
+class VolumePreprocessSection:
+    size: int = param(96, "In-plane size: every slice becomes size x size pixels.", ge=8, le=1024)
+    ct_level: float = param(40.0, "CT window level (HU); default abdomen W400/L40.")
+    ct_width: float = param(400.0, "CT window width (HU).", gt=0.0)
+    mr_lower_percentile: float = param(0.5, "MR: lower clipping percentile per volume.", ge=0.0, lt=100.0)
+    mr_upper_percentile: float = param(99.5, "MR: upper clipping percentile per volume.", gt=0.0, le=100.0)
+    mr_method: Literal["minmax", "zscore"] = param("minmax", "MR: min-max to [0, 1] or z-score after clipping.")
+    crop_foreground: bool = param(False, "Crop in-plane to the body before resizing.")
+    skip_empty: bool = param(False, "Leave slices without any labelled organ out of training.")
+    context: int = param(0, "2.5D: neighbouring slices on each side given as extra channels.", ge=0, le=4)
+    cache: bool = param(True, "Cache preprocessed files on disk (FEDSILO_CACHE or ~/.cache/fedsilo).")
+
+    def validate(self, prefix: str) -> None:
+        if self.mr_lower_percentile >= self.mr_upper_percentile:
+            raise ConfigError(
+                f"{prefix}.mr_lower_percentile must be < mr_upper_percentile, got "
+                f"{self.mr_lower_percentile} >= {self.mr_upper_percentile}"
+            )
+
+
 @dataclass
 class DataSection:
-    source: Literal["phantom", "medmnist", "imagefolder"] = param(
-        "phantom", "Where images come from: built-in phantom, a MedMNIST .npz file, or an image folder + CSV."
+    source: Literal["phantom", "medmnist", "imagefolder", "volumes"] = param(
+        "phantom",
+        "Where images come from: built-in fundus phantom, a MedMNIST .npz file, an image folder + CSV, "
+        "or 'volumes': abdominal CT/MRI sites listed in [[data.sites]].",
     )
     path: str = param("", "MedMNIST .npz file or image-folder root (unused for phantom).")
     image_size: int = param(28, "Images are resized to image_size x image_size pixels.", ge=8, le=512)
@@ -124,6 +186,9 @@ class DataSection:
     phantom: FundusPhantomSection = section(FundusPhantomSection, "Built-in fundus phantom.")
     imagefolder: ImageFolderSection = section(ImageFolderSection, "Image folder with a CSV of labels.")
     preprocess: FundusPreprocessSection = section(FundusPreprocessSection, "Fundus preprocessing (FedGAN pipeline).")
+    sites: list[VolumeSourceSection] = param([], "Abdominal sites (data.source = 'volumes'), one table each.")
+    test: list[VolumeSourceSection] = param([], "Held-out abdominal test sets, evaluated by the server.")
+    volume: VolumePreprocessSection = section(VolumePreprocessSection, "CT/MRI preprocessing and slicing.")
 
 
 @dataclass
@@ -245,5 +310,17 @@ class ExperimentConfig:
             )
         if part.name == "pathological" and part.classes_per_site > 5:
             raise ConfigError(f"partition.classes_per_site must be <= 5 (DR grades), got {part.classes_per_site}")
-        if self.data.source != "phantom" and not self.data.path:
+        if self.data.source in ("medmnist", "imagefolder") and not self.data.path:
             raise ConfigError(f"data.path must name the {self.data.source} data when data.source = {self.data.source!r}")
+        if self.data.source == "volumes":
+            if len(self.data.sites) != fed.num_sites:
+                raise ConfigError(
+                    f"federation.num_sites ({fed.num_sites}) must equal the number of [[data.sites]] "
+                    f"entries ({len(self.data.sites)}) when data.source = 'volumes'"
+                )
+            names = [s.name for s in self.data.sites if s.name] + [t.name for t in self.data.test if t.name]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ConfigError(f"data.sites / data.test names must be unique, got duplicates {dup}")
+        elif self.data.sites:
+            raise ConfigError(f"[[data.sites]] is only used with data.source = 'volumes', got {self.data.source!r}")

@@ -112,6 +112,7 @@ def site_info(msg: Message, context: Context) -> Message:
     })
     info = ConfigRecord({"site-name": job.site.name, **{k: v for k, v in job.site.info.items()
                                                         if isinstance(v, (str, int, float, bool))}})
+    # (site info holds aggregate descriptors only: modality, annotated organs, counts)
     return Message(RecordDict({METRICS: metrics, SITE: info}), reply_to=msg)
 
 
@@ -146,7 +147,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Metrics of the received model on the site's validation split (``val_`` prefixed)."""
     job = site_job(msg, context)
     model = _model_from(job, msg)
-    metrics = job.task.evaluate(model, job.site.val, job.device)
+    metrics = job.task.evaluate_site(model, job.site.val, job.device)
     n = int(metrics.pop("n", len(job.site.val)))
     record = MetricRecord({NUM_EXAMPLES: n, **{f"val_{k}": float(v) for k, v in metrics.items()}})
     return Message(RecordDict({METRICS: record}), reply_to=msg)

@@ -60,6 +60,7 @@ class SiteInfo:
     num_train: int
     num_val: int
     class_counts: list[int]
+    info: dict[str, Any]
 
 
 class SubsetGrid(Grid):
@@ -94,7 +95,7 @@ class SubsetGrid(Grid):
 
 
 def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
-    """The configured strategy, wrapped to keep state local where the mode or strategy asks."""
+    """The configured strategy, wrapped to keep state local where the mode, strategy or task asks."""
     cfg = task.cfg
     base = build_strategy(cfg.federation.strategy, cfg.federation.num_sites)
     if cfg.experiment.mode == "local":
@@ -103,6 +104,9 @@ def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
         if not norm_keys:
             logger.warning("Local normalisation requested but the model has no normalisation layers")
         return LocalStateStrategy(base, norm_keys.__contains__)
+    rule = task.local_state()
+    if rule is not None:
+        return LocalStateStrategy(base, rule[0])
     return base
 
 
@@ -155,14 +159,25 @@ class FederatedRounds:
                                       f"{reply.error.reason}")
             m, s = reply.content.metric_records[METRICS], reply.content.config_records[SITE]
             sites.append(SiteInfo(reply.metadata.src_node_id, str(s["site-name"]), int(m["site-index"]),
-                                  int(m["num-train"]), int(m["num-val"]), [int(c) for c in m["class-counts"]]))
+                                  int(m["num-train"]), int(m["num-val"]), [int(c) for c in m["class-counts"]],
+                                  dict(s)))
         names = [s.name for s in sites]
         if len(set(names)) != len(names):
             raise FederationError(f"site names must be unique, got {sorted(names)}")
         self.sites = sorted(sites, key=lambda s: (s.index, s.name))
         if isinstance(self.strategy, LocalStateStrategy):
-            self.strategy.set_groups({s.node_id: s.name for s in self.sites})
+            self.strategy.set_groups({s.node_id: self.group_of(s) for s in self.sites})
         self._write_partition()
+
+    def group_of(self, site: SiteInfo) -> str:
+        """The group whose local state a site shares (itself, unless the task groups by e.g. modality)."""
+        rule = self.task.local_state()
+        if rule is None or self.cfg.experiment.mode == "local" or self.cfg.federation.strategy.name == "fedbn":
+            return site.name
+        key = rule[1]
+        if key not in site.info:
+            raise FederationError(f"site {site.name} did not report {key!r}, which the task groups sites by")
+        return str(site.info[key])
 
     def _write_partition(self) -> None:
         counts = [s.class_counts for s in self.sites]
@@ -300,10 +315,10 @@ class FederatedRounds:
         test = self._test_data()
         if test is not None:
             if isinstance(self.strategy, LocalStateStrategy) and (rnd > 0 or self.cfg.experiment.mode == "local"):
-                for site in self.sites:
-                    arrays = self.strategy.personalised(self.arrays, site.name)
+                for group in dict.fromkeys(self.group_of(s) for s in self.sites):
+                    arrays = self.strategy.personalised(self.arrays, group)
                     m = self.task.evaluate(self._model(arrays), test, self.device)
-                    rows.append(Row(site.name, {f"test_{k}": v for k, v in m.items()}))
+                    rows.append(Row(group, {f"test_{k}": v for k, v in m.items()}))
             if self.cfg.experiment.mode != "local":
                 model = self._model(self.arrays)
                 m = self.task.evaluate(model, test, self.device)
@@ -325,7 +340,7 @@ class FederatedRounds:
     def final_state(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": arrays_to_state(self.arrays), "mode": self.cfg.experiment.mode}
         if isinstance(self.strategy, LocalStateStrategy):
-            out["site_models"] = {s.name: arrays_to_state(self.strategy.personalised(self.arrays, s.name))
+            out["site_models"] = {s.name: arrays_to_state(self.strategy.personalised(self.arrays, self.group_of(s)))
                                   for s in self.sites}
         out["site_state"] = dict(self.site_state)
         return out

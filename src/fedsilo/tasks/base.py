@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -69,6 +69,9 @@ class Task(ABC):
     #: Metric that summarises quality in tables ("% of centralised"), and whether higher is better.
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
+    #: Further metrics (final_metrics keys without the ``test_`` prefix) given as "% of centralised"
+    #: in sweep tables, with whether higher is better.
+    percent_metrics: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -118,7 +121,27 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Any, device: torch.device) -> dict[str, float]:
-        """Metrics of ``model`` on ``data`` (unprefixed names, e.g. ``accuracy``)."""
+        """Metrics of ``model`` on ``data`` (unprefixed names, e.g. ``accuracy``); the server's
+        evaluation on the global test split."""
+
+    def evaluate_site(self, model: nn.Module, data: Any, device: torch.device) -> dict[str, float]:
+        """Metrics on a site's validation split (default: :meth:`evaluate`; tasks whose full
+        evaluation is expensive, e.g. GAN metrics, return cheaper ones here). ``n`` = samples."""
+        return self.evaluate(model, data, device)
+
+    def local_state(self) -> tuple[Callable[[str], bool], str] | None:
+        """Arrays that must not be averaged across all sites, and how sites are grouped.
+
+        Returns ``(is_local(key), group_by)`` with ``group_by`` a key of the sites' info
+        (e.g. ``"modality"`` for domain-specific batch norm: those arrays are averaged only among
+        sites of one modality), or None (the default: everything shared unless the strategy
+        says otherwise).
+        """
+        return None
+
+    def summary_columns(self, keys: Sequence[str]) -> list[str]:
+        """Which final metrics (``test_*``/``val_*``) appear in sweep tables, in order."""
+        return sorted(k for k in keys if not k.endswith(("_n", "_loss")))
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""
