@@ -5,6 +5,8 @@
     fedsilo run CONFIG --out RUN_DIR [--engine local|simulation] [--set key=value ...]
     fedsilo run --resume RUN_DIR [--engine ...]
     fedsilo sweep CONFIG --out DIR [--grid key=v1,v2 ...] [--modes m1,m2] [--seeds N] [--set ...]
+    fedsilo report RUN_OR_SWEEP_DIR
+    fedsilo compare RUN_A RUN_B ... [--out FILE]
 
 User errors (bad config, bad data, an existing run folder) print one clear line and exit with
 status 2; ``-v`` shows debug logs and tracebacks.
@@ -121,6 +123,33 @@ def cmd_sweep(args: argparse.Namespace, tty: bool) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, tty: bool) -> int:
+    from .report import run_report, sweep_report
+    from .runs import RunDirError
+
+    path = Path(args.path)
+    if (path / "sweep.json").is_file():
+        out = sweep_report(path)
+    elif (path / "config.toml").is_file():
+        out = run_report(path)
+    else:
+        raise RunDirError(f"{str(path)!r} is neither a run folder (config.toml) nor a sweep folder (sweep.json)")
+    print(f"Report: {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, tty: bool) -> int:
+    from .report import compare_report
+
+    out = args.out or f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    if Path(out).exists():
+        from .runs import RunDirError
+
+        raise RunDirError(f"{out} exists; choose another --out")
+    print(f"Comparison: {compare_report(args.runs, out)}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -154,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key for every run (repeatable)")
     sw.set_defaults(func=cmd_sweep)
+
+    rep = sub.add_parser("report", help="(re)write report.html of a run or sweep folder")
+    rep.add_argument("path", help="run folder or sweep folder")
+    rep.set_defaults(func=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="side-by-side table and overlaid curves of runs")
+    cmp_.add_argument("runs", nargs="+", help="run folders")
+    cmp_.add_argument("--out", help="HTML file to write (default compare-<time>.html)")
+    cmp_.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -112,7 +112,14 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
             resume_run(r.path, spec.engine)
         else:
             start_run(r.cfg, r.path, spec.engine)
-    return write_summary(runs, out)
+    md = write_summary(runs, out)
+    try:
+        from .report import sweep_report
+
+        sweep_report(out)
+    except Exception:  # noqa: BLE001 - the tables are written; the report can be redone
+        logger.exception("Could not write the sweep report (redo it with `fedsilo report %s`)", out)
+    return md
 
 
 def write_summary(runs: list[SweepRun], out: Path) -> Path:
