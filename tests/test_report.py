@@ -26,7 +26,7 @@ def test_run_report_is_written_and_self_contained(two_runs):
         assert f"<h2>{title}</h2>" in html
     assert len(re.findall(r'src="data:image/png;base64,', html)) >= 2  # partition chart and curves embedded
     assert "src=\"http" not in html and "<link" not in html  # nothing external
-    assert "Quadratic-weighted Cohen's kappa" in html
+    assert "Quadratic-weighted Cohen&#x27;s kappa" in html
     assert a.cfg.experiment.name in html and "fedavg" in html
 
 
