@@ -112,7 +112,8 @@ def test_every_organ_present_with_realistic_size_order(seed: int) -> None:
     an = generate_anatomy(seed)
     ml = np.bincount(an.labels.ravel(), minlength=len(ORGANS)) * np.prod(an.spacing) / 1000.0
     assert (ml[1:] > 5.0).all(), dict(zip(ORGANS, ml))
-    liver, small_ones = ml[ORGAN_IDS["liver"]], ml[[ORGAN_IDS["pancreas"], ORGAN_IDS["gallbladder"]]]
+    liver = ml[ORGAN_IDS["liver"]]
+    small_ones = ml[[ORGAN_IDS["pancreas"], ORGAN_IDS["gallbladder"]]]
     mid = ml[[ORGAN_IDS[o] for o in ("right_kidney", "left_kidney", "spleen", "stomach")]]
     assert 1000.0 < liver < 3000.0
     assert liver > 4.0 * mid.max()
@@ -228,10 +229,14 @@ def test_phantom_patient_fields_and_determinism() -> None:
         (lambda: generate_anatomy(1.5), "seed must be a non-negative int, got 1.5"),
         (lambda: generate_anatomy(0, (32, 128)), "shape must be a tuple of 3 ints"),
         (lambda: generate_anatomy(0, (32.0, 128, 128)), "shape must be a tuple of 3 ints"),
-        (lambda: generate_anatomy(0, (4, 128, 128)), r"shape\[0\] \(D\) must be in \[8, 128\], got 4"),
-        (lambda: generate_anatomy(0, (32, 16, 128)), r"shape\[1\] \(H\) must be in \[32, 512\], got 16"),
-        (lambda: generate_anatomy(0, (32, 128, 600)), r"shape\[2\] \(W\) must be in \[32, 512\], got 600"),
-        (lambda: render_ct(np.zeros((2, 2, 2)), 0), "anatomy must be an AbdomenAnatomy, got ndarray"),
+        (lambda: generate_anatomy(0, (4, 128, 128)),
+         r"shape\[0\] \(D\) must be in \[8, 128\], got 4"),
+        (lambda: generate_anatomy(0, (32, 16, 128)),
+         r"shape\[1\] \(H\) must be in \[32, 512\], got 16"),
+        (lambda: generate_anatomy(0, (32, 128, 600)),
+         r"shape\[2\] \(W\) must be in \[32, 512\], got 600"),
+        (lambda: render_ct(np.zeros((2, 2, 2)), 0),
+         "anatomy must be an AbdomenAnatomy, got ndarray"),
         (lambda: render_mr("x", 0), "anatomy must be an AbdomenAnatomy, got str"),
     ],
 )
@@ -241,7 +246,8 @@ def test_value_errors_anatomy(call, message: str) -> None:
 
 
 def test_value_errors_render(small: AbdomenAnatomy) -> None:
-    with pytest.raises(ValueError, match=r"phase must be one of \('native', 'venous'\), got 'arterial'"):
+    with pytest.raises(ValueError,
+                       match=r"phase must be one of \('native', 'venous'\), got 'arterial'"):
         render_ct(small, 0, phase="arterial")
     with pytest.raises(ValueError, match=r"contrast must be one of \('t2', 't1'\), got 'flair'"):
         render_mr(small, 0, contrast="flair")
@@ -259,7 +265,8 @@ def test_value_errors_render(small: AbdomenAnatomy) -> None:
         ({"modality": "pet"}, r"modality must be one of \('ct', 'mr'\), got 'pet'"),
         ({"seed": -2}, "seed must be a non-negative int, got -2"),
         ({"shape": (8, 8, 8)}, r"shape\[1\] \(H\) must be in \[32, 512\], got 8"),
-        ({"contrast": "t2"}, r"contrast for modality 'ct' must be one of \('native', 'venous'\), got 't2'"),
+        ({"contrast": "t2"},
+         r"contrast for modality 'ct' must be one of \('native', 'venous'\), got 't2'"),
         ({"modality": "mr", "contrast": "venous"},
          r"contrast for modality 'mr' must be one of \('t2', 't1'\), got 'venous'"),
     ],

@@ -123,7 +123,7 @@ class Canvas:
         front, back = u(100.0, 145.0), u(58.0, 70.0)  # vertebral body -> cavity front, back muscle
         fat = u(4.0, 30.0)
         self.fat = (fat * u(1.0, 1.5), fat * u(0.7, 1.1), fat * u(0.5, 0.9))  # ant, lat, post
-        self.muscle = (u(7.0, 12.0), u(8.0, 14.0), u(14.0, 22.0))
+        self.muscle = (u(5.0, 10.0), u(7.0, 12.0), u(14.0, 22.0))
         self.body_a = self.x_cavity + self.muscle[1] + self.fat[1]
         body_depth = front + self.muscle[0] + self.fat[0] + back + self.fat[2]
         self.body_b_ant = body_depth * u(0.5, 0.56)
@@ -175,7 +175,7 @@ def _paint_body(cv: Canvas, rng: np.random.Generator) -> None:
     """Skin outline, subcutaneous fat, abdominal wall muscle and the visceral cavity."""
     u = rng.uniform
     ka, kb = u(-0.1, 0.08), u(-0.05, 0.2)
-    p_ant, p_post = u(2.2, 2.7), u(2.7, 3.6)
+    p_ant, p_post = u(2.0, 2.5), u(2.5, 3.2)
     (t_ant, t_lat, t_post), (m_ant, m_lat, m_post) = cv.fat, cv.muscle
     w = cv.w - np.float32(0.5)
     a = cv.body_a * (1.0 + ka * w)
@@ -192,8 +192,8 @@ def _paint_body(cv: Canvas, rng: np.random.Generator) -> None:
     cv.cavity = fields[2] < 0
     cv.tissue[cv.cavity] = Tissue.FAT
     for side in (-1.0, 1.0):  # rectus abdominis: thick paramedian bands in the anterior wall
-        box, f = ellipsoid(cv.grid, (0.0, cv.y_front - 0.5 * m_ant, cv.x_body + side * u(35.0, 50.0)),
-                           (10.0 * cv.height, u(6.0, 9.0), u(25.0, 35.0)))
+        centre = (0.0, cv.y_front - 0.5 * m_ant, cv.x_body + side * u(35.0, 50.0))
+        box, f = ellipsoid(cv.grid, centre, (10.0 * cv.height, u(6.0, 9.0), u(25.0, 35.0)))
         _paint(cv, box, f < 0, Tissue.MUSCLE)
         cv.cavity[box] &= f >= 0
 

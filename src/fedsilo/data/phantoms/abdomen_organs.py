@@ -41,7 +41,7 @@ def _kidney(cv: Canvas, p: _Painter, rng: np.random.Generator, side: float, z: f
     u = rng.uniform
     medial = -side  # direction of the midline along x
     centre = (z, cv.y_vb + u(-5.0, 8.0), cv.x_mid + side * u(55.0, 68.0))
-    semi = (u(52.0, 62.0), u(26.0, 31.0), u(21.0, 26.0))  # long, toward hilum, thickness
+    semi = (u(55.0, 65.0), u(27.0, 33.0), u(22.0, 27.0))  # long, toward hilum, thickness
     tilt_med, tilt_post, hilum = np.tan(u(0.1, 0.3)), np.tan(u(0.05, 0.3)), u(0.3, 0.7)
     axes = frame((1.0, tilt_post, medial * tilt_med),
                  (0.0, -np.sin(hilum), medial * np.cos(hilum)))
@@ -73,7 +73,7 @@ def paint_organs(cv: Canvas, rng: np.random.Generator) -> None:
     k = cv.x_cavity / 122.0  # organ scale follows the size of the cavity
     # Right lobe tilted so its inferior tip is lateral (upper part medial), as in real livers.
     r_c = (zt * u(0.66, 0.76), cv.y_body + u(-15.0, 5.0), xm - cv.x_cavity * u(0.35, 0.5))
-    r_s = (u(90.0, 105.0), k * u(80.0, 100.0), k * u(70.0, 85.0))
+    r_s = (u(90.0, 105.0), k * u(75.0, 95.0), k * u(65.0, 80.0))
     r_ax = frame((1.0, u(-0.1, 0.2), np.tan(u(0.3, 0.6))), (0.0, 1.0, 0.0))
     l_c = (zt * u(0.78, 0.9), yf + u(30.0, 45.0), xm + u(-10.0, 15.0))
     l_s = (u(35.0, 50.0), u(22.0, 32.0), k * u(45.0, 65.0))
@@ -121,8 +121,8 @@ def paint_organs(cv: Canvas, rng: np.random.Generator) -> None:
 
     phi = u(0.35, 0.8)
     sp_ax = frame((0.0, -np.cos(phi), np.sin(phi)), (1.0, u(-0.3, 0.3), 0.0))
-    box, f = ellipsoid(g, (zt * u(0.62, 0.74), yv + u(-5.0, 15.0), xm + cv.x_cavity - u(18.0, 32.0)),
-                       (u(45.0, 58.0), u(45.0, 58.0), u(24.0, 32.0)), sp_ax)
+    sp_c = (zt * u(0.62, 0.74), yv + u(-5.0, 15.0), xm + cv.x_cavity - u(18.0, 32.0))
+    box, f = ellipsoid(g, sp_c, (u(48.0, 62.0), u(48.0, 62.0), u(25.0, 33.0)), sp_ax)
     p.organ(box, f, "spleen", Tissue.SPLEEN)
 
     lobes = ((r_c, r_s, r_ax), (l_c, l_s, l_ax), (c_c, (28.0, 16.0, 16.0), None))
