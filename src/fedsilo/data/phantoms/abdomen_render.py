@@ -55,7 +55,7 @@ _MR: dict[str, dict[Tissue, tuple[float, float]]] = {
         Tissue.MUSCLE: (0.2, 0.08), Tissue.BONE: (0.03, 0.2), Tissue.MARROW: (0.22, 0.15),
         Tissue.DISC: (0.55, 0.1), Tissue.CSF: (1.0, 0.03), Tissue.ARTERY: (0.08, 0.4),
         Tissue.VEIN: (0.6, 0.15), Tissue.WALL: (0.35, 0.1), Tissue.CONTENT: (0.45, 0.3),
-        Tissue.FLUID: (0.95, 0.05), Tissue.LIVER: (0.42, 0.05), Tissue.KIDNEY: (0.78, 0.05),
+        Tissue.FLUID: (0.95, 0.05), Tissue.LIVER: (0.38, 0.05), Tissue.KIDNEY: (0.78, 0.05),
         Tissue.MEDULLA: (0.88, 0.05), Tissue.SPLEEN: (0.75, 0.05), Tissue.PANCREAS: (0.5, 0.1),
         Tissue.BILE: (1.0, 0.03),
     },
