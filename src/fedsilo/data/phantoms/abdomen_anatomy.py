@@ -282,10 +282,10 @@ def _paint_vessels(cv: Canvas, rng: np.random.Generator) -> None:
 def _paint_lungs(cv: Canvas, rng: np.random.Generator) -> None:
     """Lung bases behind the liver and spleen in the top slices, under a muscular diaphragm."""
     u, g = rng.uniform, cv.grid
-    dome = cv.height + u(0.0, 40.0)
+    dome = cv.height + u(5.0, 45.0)
     for side in (-1.0, 1.0):
         box, f = ellipsoid(g, (dome, cv.y_vb + u(10.0, 30.0), cv.x_mid + side * u(55.0, 75.0)),
-                           (u(40.0, 60.0), u(40.0, 55.0), u(40.0, 55.0)))
+                           (u(40.0, 60.0), u(35.0, 50.0), u(35.0, 50.0)))
         free = cv.cavity[box] & (cv.tissue[box] == Tissue.FAT)
         _paint(cv, box, (f < 4.0) & free, Tissue.MUSCLE)
         _paint(cv, box, (f < 0) & free, Tissue.LUNG)
