@@ -7,7 +7,17 @@ the mean foreground Dice (per volume, over the organs present) on held-out phant
 phantom T2 and T1 MRI (per-volume 0.5-99.5 percentile min-max to [0, 1]). The phantom is
 meant to show a large CT -> MR drop that intensity augmentation narrows (the FedGIN premise).
 
-Usage: ``PYTHONPATH=src python benchmarks/abdomen_phantom_gap.py --steps 600 --size 64``
+Usage: ``PYTHONPATH=src python benchmarks/abdomen_phantom_gap.py --steps 1500 --size 64``
+
+Recorded (defaults, --steps 1500, 2 shared CPU cores, ~12 min; 16 CT train patients = 376
+slices of 24x64x64 volumes; 4 CT, 6 T2 and 6 T1 test patients; mean foreground Dice):
+
+    =============  =====  =====  =====
+    training       CT     MR-T2  MR-T1
+    =============  =====  =====  =====
+    no augment     0.708  0.201  0.081
+    random remap   0.563  0.431  0.501
+    =============  =====  =====  =====
 """
 
 from __future__ import annotations
