@@ -113,3 +113,12 @@ def test_every_field_is_documented():
     assert len(fields) > 40
     undocumented = [key for key, _, _, doc in fields if not doc]
     assert undocumented == []
+
+
+def test_config_reference_is_in_sync_with_the_schema():
+    from fedsilo.config.docs import config_reference
+
+    committed = (REPO / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert committed == config_reference(), "docs/CONFIG.md is stale: run `fedsilo config-docs --out docs/CONFIG.md`"
+    for key, _, _, _ in iter_fields(__import__("fedsilo.config", fromlist=["ExperimentConfig"]).ExperimentConfig):
+        assert f"`{key}`" in committed

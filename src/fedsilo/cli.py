@@ -186,6 +186,18 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
     return 0
 
 
+def cmd_config_docs(args: argparse.Namespace, tty: bool) -> int:
+    from .config.docs import config_reference
+
+    text = config_reference()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"Wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -240,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", required=True, help="new or empty output folder")
     de.add_argument("--log-format", choices=["csv", "json"], default="csv")
     data.set_defaults(func=cmd_data)
+
+    cd = sub.add_parser("config-docs", help="print (or write) the reference of every config key")
+    cd.add_argument("--out", help="file to write, e.g. docs/CONFIG.md")
+    cd.set_defaults(func=cmd_config_docs)
 
     rep = sub.add_parser("report", help="(re)write report.html of a run or sweep folder")
     rep.add_argument("path", help="run folder or sweep folder")
