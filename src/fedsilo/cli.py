@@ -186,6 +186,19 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace, tty: bool) -> int:
+    from . import progress
+    from .demo import run_demo
+
+    out = args.out or str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    with progress.use(_reporter(tty)):
+        index = run_demo(out)
+    for summary in sorted(Path(out).glob("*/summary.md")):
+        print(summary.read_text(encoding="utf-8"))
+    print(f"Demo report: {index}")
+    return 0
+
+
 def cmd_config_docs(args: argparse.Namespace, tty: bool) -> int:
     from .config.docs import config_reference
 
@@ -252,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", required=True, help="new or empty output folder")
     de.add_argument("--log-format", choices=["csv", "json"], default="csv")
     data.set_defaults(func=cmd_data)
+
+    dm = sub.add_parser("demo", help="the headline demo on built-in phantoms (what `make demo` runs)")
+    dm.add_argument("--out", help="new folder for the demo (default runs/demo-<time>)")
+    dm.set_defaults(func=cmd_demo)
 
     cd = sub.add_parser("config-docs", help="print (or write) the reference of every config key")
     cd.add_argument("--out", help="file to write, e.g. docs/CONFIG.md")
