@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import ConfigError, ExperimentConfig, load_config
 from .runs import RunDir, RunDirError, atomic_write_text
-from .summary import final_metrics, group_metrics, markdown_table, percent_of, pm
+from .summary import final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +127,13 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     from .tasks import task_registry
 
     task = task_registry()[runs[0].cfg.experiment.task](runs[0].cfg)
-    per_run = {r.path: final_metrics(RunDir.open(r.path)) for r in runs}
+    per_run = {}
+    for r in runs:
+        run = RunDir.open(r.path)
+        per_run[r.path] = {**final_metrics(run), **selected_metrics(run, task.primary_metric, task.higher_is_better)}
     metric_keys = task.summary_columns(sorted({k for m in per_run.values() for k in m}))
     percent = {f"test_{task.primary_metric}": task.higher_is_better,
+               f"sel_test_{task.primary_metric}": task.higher_is_better,
                **{f"test_{k}": hib for k, hib in task.percent_metrics.items()}}
     percent = {k: hib for k, hib in percent.items() if any(k in m for m in per_run.values())}
 
@@ -157,7 +161,9 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
         rows.append([combo_slug(combo), mode, str(len(groups[(combo, mode)])),
                      *(pm(*st.get(k, nan)) for k in metric_keys), *cells])
     md = out / "summary.md"
-    atomic_write_text(md, f"# Sweep summary\n\nMean ± std over seeds of the final round.\n\n"
+    atomic_write_text(md, "# Sweep summary\n\nMean ± std over seeds of the final round; `sel_*` columns: "
+                          "the round with the best global validation score (model selection on the sites' "
+                          "validation splits, not on the test split).\n\n"
                           f"{markdown_table(header, rows)}\n")
     logger.info("Sweep summary: %s", md)
     return md

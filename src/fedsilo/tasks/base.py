@@ -154,7 +154,7 @@ class Task(ABC):
 
     def summary_columns(self, keys: Sequence[str]) -> list[str]:
         """Which final metrics (``test_*``/``val_*``) appear in sweep tables, in order."""
-        return sorted(k for k in keys if not k.endswith(("_n", "_loss")))
+        return sorted(k for k in keys if not k.endswith(("_n", "_loss")) and not k.startswith("sel_test_n"))
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""
