@@ -117,10 +117,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def pm(mean: float, std: float, digits: int = 4) -> str:
-    """``mean ± std`` for a table cell."""
+def pm(mean: float, std: float, digits: int = 3, n: int = 2) -> str:
+    """``mean ± std`` for a table cell (just the mean for a single value, ``n = 1``)."""
     if not math.isfinite(mean):
         return "–"
+    if n < 2:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

@@ -150,7 +150,7 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     for r in runs:
         groups.setdefault((r.combo, r.mode), {})[r.path] = per_run[r.path]
     stats = {key: group_metrics(v) for key, v in groups.items()}
-    header = ["grid", "mode", "seeds", *metric_keys, *(f"% of centralised ({k})" for k in percent)]
+    header = ["grid", "mode", "seeds", *metric_keys, *(f"% of centralised: {k}" for k in percent)]
     rows = []
     nan = (float("nan"), 0.0)
     for (combo, mode), st in stats.items():
@@ -158,8 +158,8 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
         for key, hib in percent.items():
             pct = percent_of(st.get(key, nan)[0], stats.get((combo, "centralised"), {}).get(key, nan)[0], hib)
             cells.append("–" if pct != pct else f"{pct:.1f}%")
-        rows.append([combo_slug(combo), mode, str(len(groups[(combo, mode)])),
-                     *(pm(*st.get(k, nan)) for k in metric_keys), *cells])
+        n = len(groups[(combo, mode)])
+        rows.append([combo_slug(combo), mode, str(n), *(pm(*st.get(k, nan), n=n) for k in metric_keys), *cells])
     md = out / "summary.md"
     atomic_write_text(md, "# Sweep summary\n\nMean ± std over seeds of the final round; `sel_*` columns: "
                           "the round with the best global validation score (model selection on the sites' "

@@ -154,7 +154,9 @@ class Task(ABC):
 
     def summary_columns(self, keys: Sequence[str]) -> list[str]:
         """Which final metrics (``test_*``/``val_*``) appear in sweep tables, in order."""
-        return sorted(k for k in keys if not k.endswith(("_n", "_loss")) and not k.startswith("sel_test_n"))
+        keep = [k for k in keys if not k.endswith(("_n", "_loss")) and k != "sel_round"]
+        order = {"test": 0, "sel": 1, "val": 2}
+        return sorted(keep, key=lambda k: (order.get(k.split("_", 1)[0], 3), k))
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""
