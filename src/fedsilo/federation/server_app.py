@@ -233,6 +233,7 @@ class FederatedRounds:
                         message_type=m.metadata.message_type) for m in msgs]
 
     def train_round(self, rnd: int) -> list[Row]:
+        start = time.perf_counter()
         sampled = self._sample(rnd)
         progress.current().round_started(rnd, [s.name for s in sampled])
         replies = self._send(self._configure(self.strategy.configure_train, rnd, sampled))
@@ -273,7 +274,9 @@ class FederatedRounds:
         self.arrays = cast_like(arrays, {k: np.empty(0, dtype=d) for k, (_, d) in self.template.items()})
         rows.append(Row("global", {"sites_sampled": len(sampled), "sites_aggregated": len(valid),
                                    "sites_rejected": sum(1 for r in rows if r.values.get("rejected")),
-                                   "sites_dropped": sum(1 for r in rows if r.values.get("dropped"))}))
+                                   "sites_dropped": sum(1 for r in rows if r.values.get("dropped")),
+                                   "round_seconds": time.perf_counter() - start,
+                                   "message_bytes": self.arrays.count_bytes()}))
         return rows
 
     # -- evaluation ----------------------------------------------------------------------------
