@@ -63,3 +63,16 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was requested but CUDA is not available")
     return device
+
+
+def seed_torch(seed: int, device: torch.device | str = "cpu") -> None:
+    """Seed torch's default generator of ``device`` (e.g. for dropout).
+
+    Unlike ``torch.manual_seed`` this does not queue a seed call for every lazily initialised
+    accelerator backend (each of which formats a stack trace), which matters when it runs for
+    every site and round.
+    """
+    device = torch.device(device)
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)

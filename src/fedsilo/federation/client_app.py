@@ -55,13 +55,17 @@ class SiteJob:
 
 
 _JOBS: dict[tuple[str, str], SiteJob] = {}
+# One model object per experiment config and process, reused by every site of the process: each
+# message loads its weights into it (all parameters and buffers), so nothing carries over between
+# sites or rounds, and only one model exists however many sites the in-process engine runs.
+_MODELS: dict[str, torch.nn.Module] = {}
 
 
 def site_job(msg: Message, context: Context) -> SiteJob:
     """Resolve (and cache per process) the site's job from a message and the node config."""
     text = str(msg.content.config_records[CONFIG][CONFIG_TOML])
     node = context.node_config
-    key = (hashlib.sha256(text.encode()).hexdigest(), repr(sorted(node.items())))
+    key = (_digest(text), repr(sorted(node.items())))
     job = _JOBS.get(key)
     if job is None:
         cfg = config_from_toml_text(text)
@@ -75,7 +79,7 @@ def site_job(msg: Message, context: Context) -> SiteJob:
             site = task.site_data(index)
         device = resolve_device(str(node.get("device", cfg.experiment.device)))
         job = SiteJob(cfg, task, index, site, device)
-        if len(_JOBS) > 8:
+        if len(_JOBS) >= 4096:
             _JOBS.clear()
         _JOBS[key] = job
     return job
@@ -89,10 +93,20 @@ def task_site_from_path(task: Task, node: dict[str, Any]) -> tuple[int, SiteData
     return int(node.get("site-index", 0)), loader(str(node["data-path"]), str(node.get("site-name", "site")))
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _model_from(job: SiteJob, msg: Message) -> torch.nn.Module:
-    model = job.task.build_model()
-    model.load_state_dict(arrays_to_state(msg.content.array_records[ARRAYS]))
-    return model.to(job.device)
+    """The task's model holding the message's weights (every parameter and buffer is loaded)."""
+    key = _digest(str(msg.content.config_records[CONFIG][CONFIG_TOML]))
+    model = _MODELS.get(key)
+    if model is None:
+        if len(_MODELS) > 4:
+            _MODELS.clear()
+        model = _MODELS[key] = job.task.build_model().to(job.device)
+    model.load_state_dict(arrays_to_state(msg.content.array_records[ARRAYS]), strict=True)
+    return model
 
 
 def _site_state(msg: Message) -> dict[str, Any]:

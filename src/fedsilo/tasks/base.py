@@ -85,7 +85,7 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """The model with its seeded initial weights (identical on every engine and process)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.cfg.experiment.seed, "init"))
+            torch.random.default_generator.manual_seed(derive_seed(self.cfg.experiment.seed, "init"))
             return self._make_model()
 
     def initial_state(self) -> dict[str, torch.Tensor]:

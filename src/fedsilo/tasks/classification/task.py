@@ -11,7 +11,7 @@ from ...data.fundus import NUM_GRADES, federated_fundus
 from ...data.images import ImageDataset, iterate_batches
 from ...models.classifier import GradeCNN
 from ...progress import current
-from ...seeding import derive_seed, torch_generator
+from ...seeding import derive_seed, seed_torch, torch_generator
 from ...training import (
     make_optimizer,
     num_round_batches,
@@ -47,7 +47,7 @@ class ClassificationTask(Task):
     def train(self, model: nn.Module, data: ImageDataset, ctx: TrainContext) -> TrainResult:
         seed = self.cfg.experiment.seed
         gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
-        torch.manual_seed(derive_seed(seed, "dropout", ctx.round, ctx.site_index))
+        seed_torch(derive_seed(seed, "dropout", ctx.round, ctx.site_index), ctx.device)
         model.to(ctx.device).train()
         opt = make_optimizer(model.parameters(), self.cfg.train,
                              lr=round_lr(self.cfg.train, ctx.round, self.cfg.federation.rounds))
