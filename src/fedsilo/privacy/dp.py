@@ -23,6 +23,10 @@ what federation needs around it:
   (:func:`private_discriminator_step`); the generator is trained from the private discriminator's
   outputs and is private by post-processing (Xie et al., "Differentially private GAN",
   arXiv:1802.06739; Torkzadehmahani et al., CVPR-W 2019).
+
+Noise and Poisson sampling draw from seeded ``torch.Generator`` s so runs repeat exactly; that is
+right for research, while a production deployment would use Opacus' ``secure_mode`` (a
+cryptographic generator, ``torchcsprng``), which fedsilo does not enable.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -197,7 +202,11 @@ class PrivateTrainer:
                              f"{plan.accountant!r}")
         self.plan = plan
         self.accountant = accountant
-        self.engine = PrivacyEngine(accountant=plan.accountant)
+        with warnings.catch_warnings():
+            # "Secure RNG turned off": noise is drawn from the seeded noise_generator on purpose
+            # (reproducible research runs); see the module docstring.
+            warnings.simplefilter("ignore", UserWarning)
+            self.engine = PrivacyEngine(accountant=plan.accountant)
         self.engine.accountant = accountant.opacus()
         loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=math.ceil(n * plan.sample_rate),
                             generator=batch_generator)
