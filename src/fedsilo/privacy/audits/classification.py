@@ -13,13 +13,19 @@ from .common import gradient_inversion_outcome, membership_outcome
 
 
 def _members_and_nonmembers(ctx: AuditContext) -> tuple[ImageDataset, ImageDataset, str]:
-    """Training images of the attacked model, and same-distribution images it never trained on."""
+    """Training images of the attacked model, and same-distribution images it never trained on:
+    the global test split and every site's validation split (sites evaluate on them, never train)."""
     data = ctx.task.federated_data()
     sites = data.sites if ctx.site is None else [data.sites[ctx.site]]
     members = ImageDataset.concat([s.train for s in sites])
+    held_out = [s.val for s in data.sites if len(s.val)]
+    source = "the sites' validation splits"
     if data.test is not None and len(data.test):
-        return members, data.test, "the global test split"
-    return members, ImageDataset.concat([s.val for s in data.sites]), "the sites' validation splits"
+        held_out.insert(0, data.test)
+        source = "the global test split and the sites' validation splits"
+    if not held_out:
+        return members, members.subset(np.zeros(0, dtype=np.int64)), "nowhere (no held-out images)"
+    return members, ImageDataset.concat(held_out), source
 
 
 @register_audit("classification", "membership")
