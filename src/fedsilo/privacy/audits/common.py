@@ -67,7 +67,10 @@ def gradient_inversion_outcome(ctx: AuditContext, x: Tensor, y: Tensor, loss_fn:
     s = ctx.settings
     model = ctx.model
     was = model.training
-    model.train()  # a site computes its update in training mode
+    model.train()  # a site computes its update in training mode (batch statistics) ...
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()  # ... but dropout is off: no unseeded randomness in the simulated update
     trials: list[InversionTrial] = []
     try:
         for b in s.inversion_batch_sizes:
