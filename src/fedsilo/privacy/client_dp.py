@@ -44,6 +44,8 @@ from flwr.serverapp.strategy import (
 )
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT, compute_adaptive_clip_model_update
 
+from ..config import ExperimentConfig
+from ..config.schema import PrivacySection
 from ..federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
 from ..seeding import derive_seed
 from .accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
@@ -54,7 +56,7 @@ logger = logging.getLogger(__name__)
 _MOD_FAILED = 4
 
 
-def client_dp_noise(privacy: Any, num_sites: int, sites_per_round: int, rounds: int) -> tuple[float, float]:
+def client_dp_noise(privacy: PrivacySection, num_sites: int, sites_per_round: int, rounds: int) -> tuple[float, float]:
     """``(noise_multiplier, delta)`` of client-level DP: the configured sigma, or the one that
     reaches ``privacy.epsilon`` after ``rounds`` rounds at rate ``sites_per_round / num_sites``."""
     if not 1 <= sites_per_round <= num_sites:
@@ -74,7 +76,7 @@ def _float_arrays(record: ArrayRecord) -> ArrayRecord:
     return out
 
 
-def build_dp_wrapper(base: Strategy, privacy: Any, noise_multiplier: float, sites_per_round: int) -> Strategy:
+def build_dp_wrapper(base: Strategy, privacy: PrivacySection, noise_multiplier: float, sites_per_round: int) -> Strategy:
     """Flower's DP wrapper chosen by ``privacy.clipping`` (fixed/adaptive) and ``privacy.clipping_side``."""
     side, kind = privacy.clipping_side, privacy.clipping
     if kind == "fixed":
@@ -189,7 +191,7 @@ class AccountedClientDP(Strategy):
         return self.dp.aggregate_evaluate(server_round, replies)
 
 
-def wrap_client_dp(base: Strategy, cfg: Any, sites_per_round: int) -> AccountedClientDP:
+def wrap_client_dp(base: Strategy, cfg: ExperimentConfig, sites_per_round: int) -> AccountedClientDP:
     """``base`` (FedAvg or FedProx) wrapped for client-level DP as
     ``cfg.privacy`` says."""
     privacy, fed = cfg.privacy, cfg.federation

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config.schema import PrivacySection
 from ..federation.messages import SITE_DONE
 from .accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
 
@@ -130,7 +131,7 @@ class SampleDPPlan:
     max_epsilon: float = 0.0
 
 
-def plan_sample_dp(privacy: Any, n: int, batch_size: int, steps_per_round: int, rounds: int) -> SampleDPPlan | None:
+def plan_sample_dp(privacy: PrivacySection, n: int, batch_size: int, steps_per_round: int, rounds: int) -> SampleDPPlan | None:
     """The plan for a site with ``n`` training samples, or None when sample-level DP is off.
 
     Parameters
@@ -188,7 +189,8 @@ class PrivateTrainer:
     accountant
         The site's accountant; Opacus' hook composes every step into it.
     batch_generator, noise_generator
-        Seeded generators for Poisson sampling and for the Gaussian noise.
+        Seeded generators for Poisson sampling (a CPU generator) and for the Gaussian noise
+        (on the module's device: Opacus draws the noise there).
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, n: int, plan: SampleDPPlan,
@@ -281,7 +283,7 @@ class SiteDP:
         self.n: int | None = None
 
     @classmethod
-    def begin(cls, privacy: Any, *, n: int, batch_size: int, steps_per_round: int, rounds: int,
+    def begin(cls, privacy: PrivacySection, *, n: int, batch_size: int, steps_per_round: int, rounds: int,
               site_state: MutableMapping[str, Any]) -> SiteDP | None:
         """Plan this round; None when sample-level DP is off.
 

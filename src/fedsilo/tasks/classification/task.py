@@ -69,7 +69,7 @@ class ClassificationTask(Task):
                 count += len(idx)
                 reporter.batch_done(site)
         else:
-            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index)
+            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
             with dp.make_private(model, opt, batch_generator=gen, noise_generator=noise) as private:
                 # FedProx's pull towards the global model is data-independent: added after the noise
                 prox = (lambda: add_proximal_grad(model, anchor, ctx.proximal_mu)) if anchor else None
