@@ -33,7 +33,7 @@ def test_builtin_tables_match_the_published_label_lists() -> None:
     assert AMOS.annotated == frozenset(range(1, 8))
     assert TOTALSEGMENTATOR_V2.table[5] == ORGAN_IDS["liver"] and TOTALSEGMENTATOR_V2.table[7] == ORGAN_IDS["pancreas"]
     assert TOTALSEGMENTATOR_V2.others == "background"
-    assert set(BUILTIN_MAPPINGS) == {"chaos_mr", "amos", "totalsegmentator_v2"}
+    assert set(BUILTIN_MAPPINGS) == {"chaos_mr", "amos", "totalsegmentator_v2", "fedsilo"}
 
 
 def test_remap_amos_values_hand_checked() -> None:

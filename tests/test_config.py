@@ -113,3 +113,15 @@ def test_every_field_is_documented():
     assert len(fields) > 40
     undocumented = [key for key, _, _, doc in fields if not doc]
     assert undocumented == []
+
+
+def test_config_reference_is_in_sync_with_the_schema():
+    from fedsilo.config.docs import config_reference
+
+    committed = (REPO / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert committed == config_reference(), "docs/CONFIG.md is stale: run `fedsilo config-docs --out docs/CONFIG.md`"
+    from fedsilo.config import ExperimentConfig
+
+    for key, tp, _, _ in iter_fields(ExperimentConfig):
+        is_table_array = getattr(tp, "__origin__", None) is list and hasattr(tp.__args__[0], "__dataclass_fields__")
+        assert (f"[[{key}]]" if is_table_array else f"`{key}`") in committed

@@ -140,3 +140,15 @@ depth = 2
                  "--modes", "federated,centralised", "--seeds", "2"]) == 0
     assert main(["sweep", cfg, "--out", str(out), "--seeds", "3"]) == 2
     assert "holds a different sweep" in capsys.readouterr().err
+
+
+def test_selected_metrics_pick_the_best_validation_round(tmp_path):
+    from fedsilo.summary import selected_metrics
+
+    run = RunDir.create(tmp_path / "r", config_from_dict({}), "local")
+    for rnd, val, test in ((1, 0.2, 0.3), (2, 0.6, 0.4), (3, 0.5, 0.9)):
+        run.log_metrics(rnd, "global", {"val_kappa": val})
+        run.log_metrics(rnd, "global", {"test_kappa": test, "test_accuracy": test / 2})
+    assert selected_metrics(run, "kappa") == {"sel_test_accuracy": 0.2, "sel_test_kappa": 0.4, "sel_round": 2.0}
+    assert selected_metrics(run, "kappa", higher_is_better=False)["sel_round"] == 1.0
+    assert selected_metrics(run, "dice") == {}

@@ -5,6 +5,11 @@
     fedsilo run CONFIG --out RUN_DIR [--engine local|simulation] [--set key=value ...]
     fedsilo run --resume RUN_DIR [--engine ...]
     fedsilo sweep CONFIG --out DIR [--grid key=v1,v2 ...] [--modes m1,m2] [--seeds N] [--set ...] [--audit]
+    fedsilo report RUN_OR_SWEEP_DIR
+    fedsilo data phantom --kind abdomen|fundus --modality ct|mr --n N --out DIR
+    fedsilo data inspect PATH_OR_CONFIG [--preview PNG]
+    fedsilo data deidentify DICOM_DIR --out DIR
+    fedsilo compare RUN_A RUN_B ... [--out FILE]
     fedsilo audit RUN_DIR [--attacks a,b] [--set audit.key=value ...] [--device DEV]
 
 User errors (bad config, bad data, an existing run folder) print one clear line and exit with
@@ -132,6 +137,91 @@ def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, tty: bool) -> int:
+    from .report import run_report, sweep_report
+    from .runs import RunDirError
+
+    path = Path(args.path)
+    if (path / "sweep.json").is_file():
+        out = sweep_report(path)
+    elif (path / "config.toml").is_file():
+        out = run_report(path)
+    else:
+        raise RunDirError(f"{str(path)!r} is neither a run folder (config.toml) nor a sweep folder (sweep.json)")
+    print(f"Report: {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, tty: bool) -> int:
+    from .report import compare_report
+
+    out = args.out or f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    if Path(out).exists():
+        from .runs import RunDirError
+
+        raise RunDirError(f"{out} exists; choose another --out")
+    print(f"Comparison: {compare_report(args.runs, out)}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, tty: bool) -> int:
+    from .data import tools
+
+    if args.data_command == "phantom":
+        if args.kind == "abdomen":
+            shape = tuple(int(v) for v in args.shape.split("x"))
+            if len(shape) != 3:
+                raise SystemExit(f"--shape must look like DxHxW, e.g. 32x128x128, got {args.shape!r}")
+            paths = tools.write_abdomen_phantom(args.out, args.n, args.modality, seed=args.seed, shape=shape)
+            print(f"Wrote {len(paths)} {args.modality.upper()} phantom patients (CHAOS layout) to {args.out}")
+        else:
+            csv_path = tools.write_fundus_phantom(args.out, args.n, size=args.size, seed=args.seed)
+            print(f"Wrote {args.n} fundus phantom images (APTOS layout) and {csv_path}")
+        return 0
+    if args.data_command == "inspect":
+        out_png = Path(args.preview or f"inspect-{Path(args.path).stem.split('.')[0]}.png")
+        if out_png.exists():
+            from .runs import RunDirError
+
+            raise RunDirError(f"{out_png} exists; choose another --preview")
+        text, png = tools.inspect_path(args.path, out_png, args.modality, args.mapping)
+        print(text)
+        print(f"\nPreview: {png}")
+        return 0
+    from .data.deidentify import deidentify
+
+    report = deidentify(args.dicom_dir, args.out, log_format=args.log_format)
+    print(f"De-identified {len(report.files)} DICOM file(s) into {args.out}; log: {report.log_path}")
+    if report.burned_in:
+        print(f"Warning: {len(report.burned_in)} file(s) declare burned-in annotations; check their pixels by hand")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, tty: bool) -> int:
+    from . import progress
+    from .demo import run_demo
+
+    out = args.out or str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    with progress.use(_reporter(tty)):
+        index = run_demo(out)
+    for summary in sorted(Path(out).glob("*/summary.md")):
+        print(summary.read_text(encoding="utf-8"))
+    print(f"Demo report: {index}")
+    return 0
+
+
+def cmd_config_docs(args: argparse.Namespace, tty: bool) -> int:
+    from .config.docs import config_reference
+
+    text = config_reference()
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"Wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -174,6 +264,44 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override an [audit] setting, e.g. --set audit.reference_models=8 (repeatable)")
     au.add_argument("--device", help="torch device (default: the run's experiment.device)")
     au.set_defaults(func=cmd_audit)
+
+    data = sub.add_parser("data", help="phantoms, inspection, de-identification")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    ph = dsub.add_parser("phantom", help="write built-in phantoms in the layouts the loaders read")
+    ph.add_argument("--kind", choices=["abdomen", "fundus"], required=True)
+    ph.add_argument("--modality", choices=["ct", "mr"], default="ct", help="abdomen only")
+    ph.add_argument("--n", type=int, default=4, help="patients (abdomen) or images (fundus)")
+    ph.add_argument("--out", required=True, help="folder to create (must be new or empty)")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--shape", default="32x128x128", help="abdomen volume DxHxW")
+    ph.add_argument("--size", type=int, default=128, help="fundus image size in pixels")
+    ins = dsub.add_parser("inspect", help="table of patients/slices/spacings/organs and a preview PNG")
+    ins.add_argument("path", help="data folder, NIfTI file, manifest CSV or experiment config (.toml)")
+    ins.add_argument("--preview", help="PNG to write (default inspect-<name>.png)")
+    ins.add_argument("--modality", choices=["ct", "mr"], help="modality when the files do not say")
+    ins.add_argument("--mapping", help="label table (chaos_mr, amos, totalsegmentator_v2, fedsilo or a .toml)")
+    de = dsub.add_parser("deidentify", help="remove patient-identifying DICOM attributes (PS3.15 basic profile)")
+    de.add_argument("dicom_dir")
+    de.add_argument("--out", required=True, help="new or empty output folder")
+    de.add_argument("--log-format", choices=["csv", "json"], default="csv")
+    data.set_defaults(func=cmd_data)
+
+    dm = sub.add_parser("demo", help="the headline demo on built-in phantoms (what `make demo` runs)")
+    dm.add_argument("--out", help="new folder for the demo (default runs/demo-<time>)")
+    dm.set_defaults(func=cmd_demo)
+
+    cd = sub.add_parser("config-docs", help="print (or write) the reference of every config key")
+    cd.add_argument("--out", help="file to write, e.g. docs/CONFIG.md")
+    cd.set_defaults(func=cmd_config_docs)
+
+    rep = sub.add_parser("report", help="(re)write report.html of a run or sweep folder")
+    rep.add_argument("path", help="run folder or sweep folder")
+    rep.set_defaults(func=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="side-by-side table and overlaid curves of runs")
+    cmp_.add_argument("runs", nargs="+", help="run folders")
+    cmp_.add_argument("--out", help="HTML file to write (default compare-<time>.html)")
+    cmp_.set_defaults(func=cmd_compare)
     return parser
 
 

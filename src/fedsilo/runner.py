@@ -23,6 +23,7 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     _check_engine(engine)
     run = RunDir.create(out, cfg, engine)
     execute(run, engine, on_round_end)
+    write_report(run)
     return run
 
 
@@ -44,7 +45,18 @@ def resume_run(path: str | Path, engine: str | None = None,
             raise RunDirError(f"run {str(path)!r} stopped early after round {done} ({stopped}); nothing to resume")
     run.record_resume(done, engine)
     execute(run, engine, on_round_end)
+    write_report(run)
     return run
+
+
+def write_report(run: RunDir) -> None:
+    """The run's report.html (a failure here is logged, never loses the run's results)."""
+    from .report import run_report
+
+    try:
+        run_report(run.path)
+    except Exception:  # noqa: BLE001 - the results are on disk; the report can be redone
+        logger.exception("Could not write the report of %s (redo it with `fedsilo report %s`)", run.path, run.path)
 
 
 def _check_engine(engine: str) -> None:

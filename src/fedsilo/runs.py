@@ -54,11 +54,19 @@ class RunDirError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def _file_mode() -> int:
+    """Permissions of new files under the process umask (mkstemp would give 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The bytes go to a temporary file in the same folder, are flushed and fsync'ed, and the
     temporary file is renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    ``mode`` sets the file's permissions (default: as the umask allows, like ``open``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +76,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

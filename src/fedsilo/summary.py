@@ -64,6 +64,37 @@ def audit_metrics(run: RunDir) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def selected_metrics(run: RunDir, metric: str, higher_is_better: bool = True) -> dict[str, float]:
+    """Test metrics of the round whose validation ``metric`` was best (model selection on the
+    sites' validation splits, never on the test split), prefixed ``sel_``, plus ``sel_round``.
+
+    Global rows are used when they hold ``val_<metric>``; otherwise (local mode) the mean over sites.
+    """
+    by_round: dict[int, dict[str, list[float]]] = {}
+    for row in run.read_metrics():
+        for k, v in row.items():
+            if k.startswith(("val_", "test_")) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                by_round.setdefault(row["round"], {}).setdefault(f"{row['scope'] == 'global'}:{k}", []).append(float(v))
+
+    def value(values: dict[str, list[float]], key: str) -> float | None:
+        for scope in ("True", "False"):
+            if f"{scope}:{key}" in values:
+                return float(np.mean(values[f"{scope}:{key}"]))
+        return None
+
+    candidates = [(value(v, f"val_{metric}"), r) for r, v in by_round.items()
+                  if value(v, f"val_{metric}") is not None and value(v, f"test_{metric}") is not None]
+    candidates = [(v, r) for v, r in candidates if math.isfinite(v)]
+    if not candidates:
+        return {}
+    sign = 1.0 if higher_is_better else -1.0
+    _, best = max(candidates, key=lambda vr: (sign * vr[0], -vr[1]))
+    keys = {k.split(":", 1)[1] for k in by_round[best] if k.split(":", 1)[1].startswith("test_")}
+    out = {f"sel_{k}": value(by_round[best], k) for k in sorted(keys)}
+    out["sel_round"] = float(best)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def fmt(value: Any, digits: int = 4) -> str:
     """A number for a table cell (NaN/None as an en dash)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -111,10 +142,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def pm(mean: float, std: float, digits: int = 4) -> str:
-    """``mean ± std`` for a table cell."""
+def pm(mean: float, std: float, digits: int = 3, n: int = 2) -> str:
+    """``mean ± std`` for a table cell (just the mean for a single value, ``n = 1``)."""
     if not math.isfinite(mean):
         return "–"
+    if n < 2:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

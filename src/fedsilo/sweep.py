@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import ConfigError, ExperimentConfig, load_config
 from .runs import RunDir, RunDirError, atomic_write_text
-from .summary import final_metrics, group_metrics, markdown_table, percent_of, pm
+from .summary import final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,14 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
 
             logger.info("Sweep run %d/%d: auditing %s", i, len(runs), r.path)
             run_audit(r.path)
-    return write_summary(runs, out)
+    md = write_summary(runs, out)
+    try:
+        from .report import sweep_report
+
+        sweep_report(out)
+    except Exception:  # noqa: BLE001 - the tables are written; the report can be redone
+        logger.exception("Could not write the sweep report (redo it with `fedsilo report %s`)", out)
+    return md
 
 
 def write_summary(runs: list[SweepRun], out: Path) -> Path:
@@ -128,12 +135,16 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     from .tasks import task_registry
 
     task = task_registry()[runs[0].cfg.experiment.task](runs[0].cfg)
-    per_run = {r.path: final_metrics(RunDir.open(r.path)) for r in runs}
+    per_run = {}
+    for r in runs:
+        run = RunDir.open(r.path)
+        per_run[r.path] = {**final_metrics(run), **selected_metrics(run, task.primary_metric, task.higher_is_better)}
     all_keys = sorted({k for m in per_run.values() for k in m})
     metric_keys = task.summary_columns(all_keys)
     # privacy columns side by side with quality, whatever columns the task chose
     metric_keys += [k for k in all_keys if k.startswith(("privacy_", "audit_")) and k not in metric_keys]
     percent = {f"test_{task.primary_metric}": task.higher_is_better,
+               f"sel_test_{task.primary_metric}": task.higher_is_better,
                **{f"test_{k}": hib for k, hib in task.percent_metrics.items()}}
     percent = {k: hib for k, hib in percent.items() if any(k in m for m in per_run.values())}
 
@@ -150,7 +161,7 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     for r in runs:
         groups.setdefault((r.combo, r.mode), {})[r.path] = per_run[r.path]
     stats = {key: group_metrics(v) for key, v in groups.items()}
-    header = ["grid", "mode", "seeds", *metric_keys, *(f"% of centralised ({k})" for k in percent)]
+    header = ["grid", "mode", "seeds", *metric_keys, *(f"% of centralised: {k}" for k in percent)]
     rows = []
     nan = (float("nan"), 0.0)
     for (combo, mode), st in stats.items():
@@ -158,10 +169,12 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
         for key, hib in percent.items():
             pct = percent_of(st.get(key, nan)[0], stats.get((combo, "centralised"), {}).get(key, nan)[0], hib)
             cells.append("–" if pct != pct else f"{pct:.1f}%")
-        rows.append([combo_slug(combo), mode, str(len(groups[(combo, mode)])),
-                     *(pm(*st.get(k, nan)) for k in metric_keys), *cells])
+        n = len(groups[(combo, mode)])
+        rows.append([combo_slug(combo), mode, str(n), *(pm(*st.get(k, nan), n=n) for k in metric_keys), *cells])
     md = out / "summary.md"
-    atomic_write_text(md, f"# Sweep summary\n\nMean ± std over seeds of the final round.\n\n"
+    atomic_write_text(md, "# Sweep summary\n\nMean ± std over seeds of the final round; `sel_*` columns: "
+                          "the round with the best global validation score (model selection on the sites' "
+                          "validation splits, not on the test split).\n\n"
                           f"{markdown_table(header, rows)}\n")
     logger.info("Sweep summary: %s", md)
     return md

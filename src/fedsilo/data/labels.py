@@ -275,8 +275,11 @@ TOTALSEGMENTATOR_V2 = LabelMapping(
     others="background",
 )
 
+#: Label maps already in the organ vocabulary (fedsilo's phantoms, ``fedsilo predict`` output).
+FEDSILO = LabelMapping("fedsilo", {i: i for i in range(1, NUM_CLASSES)})
+
 #: Built-in tables by name.
-BUILTIN_MAPPINGS: dict[str, LabelMapping] = {m.name: m for m in (CHAOS_MR, AMOS, TOTALSEGMENTATOR_V2)}
+BUILTIN_MAPPINGS: dict[str, LabelMapping] = {m.name: m for m in (CHAOS_MR, AMOS, TOTALSEGMENTATOR_V2, FEDSILO)}
 
 
 def get_mapping(spec: LabelMapping | Mapping[Any, Any] | str | Path) -> LabelMapping:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,10 +136,12 @@ def train(msg: Message, context: Context) -> Message:
         config={k: v for k, v in conf.items() if k != CONFIG_TOML},
         site_state=state,
     )
+    start = time.perf_counter()
     result = job.task.train(model, job.site.train, ctx)
+    seconds = time.perf_counter() - start
     content = RecordDict({
         ARRAYS: state_to_arrays(model.state_dict()),
-        METRICS: MetricRecord({NUM_EXAMPLES: int(result.num_examples), **result.metrics}),
+        METRICS: MetricRecord({NUM_EXAMPLES: int(result.num_examples), **result.metrics, "train_seconds": seconds}),
     })
     if ctx.site_state:
         content[SITE_STATE] = ConfigRecord(ctx.site_state)

@@ -260,6 +260,7 @@ class FederatedRounds:
                         message_type=m.metadata.message_type) for m in msgs]
 
     def train_round(self, rnd: int) -> list[Row]:
+        start = time.perf_counter()
         sampled = self._sample(rnd)
         progress.current().round_started(rnd, [s.name for s in sampled])
         replies = self._send(self._configure(self.strategy.configure_train, rnd, sampled))
@@ -303,6 +304,8 @@ class FederatedRounds:
         rows.append(Row("global", {"sites_sampled": len(sampled), "sites_aggregated": len(valid),
                                    "sites_rejected": sum(1 for r in rows if r.values.get("rejected")),
                                    "sites_dropped": sum(1 for r in rows if r.values.get("dropped")),
+                                   "round_seconds": time.perf_counter() - start,
+                                   "message_bytes": self.arrays.count_bytes(),
                                    **strategy_metrics}))
         return rows
 

@@ -158,9 +158,24 @@ class Task(ABC):
         """
         return None
 
+    def curve_metrics(self) -> list[str]:
+        """Metrics plotted over rounds in reports (per site and global)."""
+        p = self.primary_metric
+        return ["train_loss", f"val_{p}", f"test_{p}", "val_loss"]
+
+    def report_sections(self, run_dir: Any) -> list[tuple[str, str, list[str]]]:
+        """Task-specific report sections: (title, HTML body, metric names defined there)."""
+        return []
+
+    def protocol_notes(self) -> list[str]:
+        """Where this implementation departs from the reference papers' protocols (shown in reports)."""
+        return []
+
     def summary_columns(self, keys: Sequence[str]) -> list[str]:
         """Which final metrics (``test_*``/``val_*``) appear in sweep tables, in order."""
-        return sorted(k for k in keys if not k.endswith(("_n", "_loss")))
+        keep = [k for k in keys if not k.endswith(("_n", "_loss")) and k != "sel_round"]
+        order = {"test": 0, "sel": 1, "val": 2}
+        return sorted(keep, key=lambda k: (order.get(k.split("_", 1)[0], 3), k))
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""

@@ -37,6 +37,9 @@ class ClassificationTask(Task):
         channels = 1 if self.cfg.data.preprocess.grayscale else 3
         return GradeCNN(channels, NUM_GRADES, width=c.width, depth=c.depth, norm=c.norm, dropout=c.dropout)
 
+    def curve_metrics(self) -> list[str]:
+        return ["train_loss", "val_kappa", "test_kappa", "test_accuracy"]
+
     def federated_data(self) -> FederatedData[ImageDataset]:
         return federated_fundus(self.cfg)
 

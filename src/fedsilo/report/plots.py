@@ -1,0 +1,121 @@
+"""Plots for reports: convergence curves per site and global, comparison bars.
+
+Every function returns PNG bytes (matplotlib, Agg backend), so reports can embed them without
+writing files, and tests can check them without a display.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+_COLOURS = plt.get_cmap("tab10")
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """PNG bytes of a matplotlib figure (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def series(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, tuple[list[int], list[float]]]:
+    """Per scope, the rounds and values of ``metric`` (later rows of a round win)."""
+    out: dict[str, dict[int, float]] = {}
+    for row in rows:
+        v = row.get(metric)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.setdefault(row["scope"], {})[int(row["round"])] = float(v)
+    return {s: (sorted(d), [d[r] for r in sorted(d)]) for s, d in out.items()}
+
+
+def curves_png(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], title: str = "",
+               labels: Mapping[str, str] | None = None, max_cols: int = 3) -> bytes | None:
+    """One panel per metric, one line per scope (global thick and black, sites coloured).
+
+    Returns None when none of ``metrics`` has a value.
+    """
+    present = [m for m in metrics if series(rows, m)]
+    if not present:
+        return None
+    cols = min(max_cols, len(present))
+    nrows = math.ceil(len(present) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, present):
+        data = series(rows, metric)
+        sites = sorted(s for s in data if s != "global")
+        for i, scope in enumerate(sites):
+            x, y = data[scope]
+            ax.plot(x, y, marker="o", ms=3, lw=1.2, color=_COLOURS(i % 10), label=scope)
+        if "global" in data:
+            x, y = data["global"]
+            ax.plot(x, y, marker="s", ms=3.5, lw=2.4, color="black", label="global")
+        ax.set_title((labels or {}).get(metric, metric), fontsize=10)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(present):]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if len(names) > 1:
+        fig.legend(handles, names, loc="lower center", ncols=min(len(names), 6), fontsize=8,
+                   bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(names) / 6)))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def overlay_curves_png(runs: Mapping[str, Sequence[Mapping[str, Any]]], metrics: Sequence[str],
+                       scope: str = "global", max_cols: int = 3) -> bytes | None:
+    """Compare runs: one panel per metric, one line per run (the ``scope`` series of each)."""
+    present = [m for m in metrics if any(scope in series(r, m) for r in runs.values())]
+    if not present:
+        return None
+    cols = min(max_cols, len(present))
+    nrows = math.ceil(len(present) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, present):
+        for i, (name, rows) in enumerate(runs.items()):
+            data = series(rows, metric).get(scope)
+            if data:
+                ax.plot(*data, marker="o", ms=3, lw=1.6, color=_COLOURS(i % 10), label=name)
+        ax.set_title(f"{metric} ({scope})", fontsize=10)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(present):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def bars_png(groups: Mapping[str, Mapping[str, tuple[float, float]]], metric: str) -> bytes | None:
+    """Grouped bars with error bars: ``groups[group][series] = (mean, std)`` (e.g. grid x mode)."""
+    names = list(groups)
+    series_names = list(dict.fromkeys(s for g in groups.values() for s in g))
+    if not names or not series_names:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) * max(1, len(series_names)) / 2 + 2), 3.2))
+    width = 0.8 / len(series_names)
+    for j, s in enumerate(series_names):
+        xs = [i + (j - (len(series_names) - 1) / 2) * width for i in range(len(names))]
+        means = [groups[g].get(s, (float("nan"), 0.0))[0] for g in names]
+        stds = [groups[g].get(s, (float("nan"), 0.0))[1] for g in names]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=s, color=_COLOURS(j % 10))
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig)
