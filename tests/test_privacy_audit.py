@@ -123,3 +123,30 @@ max_samples = 20
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| epsilon=")}
     assert set(rows) == {"epsilon=inf", "epsilon=4"}
     assert (tmp_path / "sw" / "epsilon=inf" / "federated" / "seed-0" / "audit.json").exists()
+
+
+def test_gan_outcome_runs_every_gan_attack_for_a_plugin(tmp_path):
+    """The shared GAN audit on toys: what the synthesis task's plug-in will call."""
+    import torch
+
+    from fedsilo.config import config_from_dict
+    from fedsilo.privacy.audit import AuditContext
+    from fedsilo.privacy.audits.gan import gan_outcome
+    from test_privacy_attacks import MixtureGenerator, _disc
+
+    images = torch.rand(180, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    members, nonmembers = images[:90], images[90:]
+    cfg = config_from_dict({"audit": {"gan_samples": 500, "latent_steps": 100, "max_targets": 30}})
+    ctx = AuditContext(RunDir(tmp_path, cfg), None, MixtureGenerator(members), {}, None, torch.device("cpu"),
+                       tmp_path / "audit")
+    out = gan_outcome(ctx, ctx.model, _disc(members, 0), members, nonmembers)
+    by_name = {r.name: r for r in out.attacks}
+    assert set(by_name) == {"logan", "gan_leaks_blackbox", "gan_leaks_whitebox", "dcr", "real_vs_synthetic"}
+    assert by_name["real_vs_synthetic"].kind == "realism" and by_name["dcr"].kind == "distance"
+    for name in ("logan", "gan_leaks_blackbox", "gan_leaks_whitebox", "dcr"):
+        assert by_name[name].auc > 0.9, name  # a memorising generator and an overfit discriminator
+    assert out.summary["dcr_share_closer_to_train"] > 0.9
+    assert out.summary["inversion_mse_members"] < out.summary["inversion_mse_nonmembers"]
+    assert set(out.tables) == {"Model inversion (latent optimisation)", "Distance to closest record"}
+    for f in out.files:
+        assert (tmp_path / f).stat().st_size > 100

@@ -357,6 +357,14 @@ class AuditSection:
     inversion_noise: float = param(
         1.0, "Gradient inversion: noise multiplier (std over the clipping norm) in the 'DP' rows.", ge=0.0
     )
+    gan_samples: int = param(
+        2000, "GAN audits: generated images for GAN-Leaks black-box, DCR and the realism detector.", ge=4
+    )
+    latent_steps: int = param(200, "GAN audits: Adam steps of the latent optimisation (white-box, inversion).", ge=1)
+    latent_restarts: int = param(2, "GAN audits: random starts per target of the latent optimisation.", ge=1)
+    max_targets: int = param(
+        200, "GAN audits: members and non-members per side for the latent optimisation (the costly attack).", ge=2
+    )
 
 
 @dataclass
