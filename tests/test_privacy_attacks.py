@@ -38,6 +38,7 @@ from fedsilo.privacy.attacks import (
     tpr_at_fpr,
 )
 from fedsilo.privacy.attacks.metrics import balanced_accuracy
+from fedsilo.privacy.attacks.mia import balanced_in_mask
 
 N = 150  # members and non-members per side: AUC's null std is ~0.033
 
@@ -144,6 +145,12 @@ def test_lira_and_rmia_math_on_hand_made_losses():
         rmia_scores(target, ref, mask, gamma=0.5)
     with pytest.raises(ValueError, match=r"offline_a must be in \[0, 1\], got 2"):
         rmia_scores(target, ref, mask, offline_a=2)
+    with pytest.raises(ValueError, match="population must hold at least one sample"):
+        rmia_scores(target, ref, mask, population=np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="num_models must be >= 1 and pool_size >= 2, got 0 and 5"):
+        balanced_in_mask(0, 5, np.random.default_rng(0))
+    mask4 = balanced_in_mask(4, 10, np.random.default_rng(0))
+    assert (mask4.sum(0) == 2).all()  # every example IN exactly half of the reference models
 
 
 def test_membership_argument_errors():
@@ -273,6 +280,15 @@ def test_real_vs_synthetic_detector_is_a_realism_test(images):
     assert _near_half(realistic.auc)
     with pytest.raises(ValueError, match="at least 4 images each, got 3 and 150"):
         real_vs_synthetic_detector(real[:3], artefact)
+    with pytest.raises(ValueError, match="real and synthetic features differ in shape"):
+        real_vs_synthetic_detector(real, torch.zeros(8, 1, 4, 4))
+
+
+def test_gan_attack_argument_errors(images):
+    with pytest.raises(ValueError, match=r"images must have shape \(N, C, H, W\), got \(8, 64\)"):
+        logan_attack(_disc(images[:8], 0, steps=1), images[:8].flatten(1), images[8:16])
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+        gan_leaks_blackbox(generator_sampler(MixtureGenerator(images[:8])), images[:8], images[8:16], num_samples=0)
 
 
 # --------------------------------------------------------------------------------------------

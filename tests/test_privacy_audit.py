@@ -62,6 +62,13 @@ def test_local_mode_audits_a_sites_own_model(tiny_cfg, tmp_path):
     report = run_audit(run.path, ["membership"], ["audit.reference_models=0", "audit.max_samples=20"])
     assert set(report["attacks"]) == {"loss"} and report["attacks"]["loss"]["n_pos"] == 20
     assert report["privacy"]["epsilon"] == "inf"  # no DP (JSON has no infinity)
+    import torch
+
+    final = torch.load(run.path / "final.pt", weights_only=False)
+    final["site_models"] = {}
+    torch.save(final, run.path / "final.pt")
+    with pytest.raises(RunDirError, match="must hold per-site models"):
+        run_audit(run.path, ["membership"])
 
 
 def test_audit_errors(tiny_cfg, tmp_path, monkeypatch):

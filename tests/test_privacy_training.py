@@ -14,7 +14,7 @@ from fedsilo.config import ConfigError
 from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS
 from fedsilo.loop import RunInterrupted
 from fedsilo.privacy.accounting import epsilon_for
-from fedsilo.privacy.client_dp import build_dp_wrapper, client_clipping_mod
+from fedsilo.privacy.client_dp import build_dp_wrapper, client_clipping_mod, client_dp_noise
 from fedsilo.runner import resume_run, start_run
 from fedsilo.runs import RunDirError
 
@@ -156,3 +156,5 @@ def test_client_level_dp_config_errors(tiny_cfg):
 
     with pytest.raises(ValueError, match=r"clipped_count_stddev > noise_multiplier / 2 = 0.5"):
         build_dp_wrapper(FedAvg(), privacy, 1.0, 3)
+    with pytest.raises(ValueError, match=r"sites_per_round must be in \[1, 3\], got 4"):
+        client_dp_noise(privacy, 3, 4, 10)

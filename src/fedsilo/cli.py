@@ -65,7 +65,7 @@ def setup_logging(verbose: bool) -> bool:
     flwr = logging.getLogger("flwr")
     flwr.setLevel(logging.DEBUG if verbose else logging.WARNING)
     flwr.propagate = False
-    for name in ("ray", "matplotlib", "PIL", "filelock", "urllib3"):
+    for name in ("ray", "matplotlib", "PIL", "filelock", "urllib3", "opacus"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return tty
 

@@ -242,6 +242,7 @@ def _report(run: RunDir, outcomes: dict[str, AuditOutcome]) -> dict[str, Any]:
         summary.update(outcome.summary)
     return {
         "run": str(run.path),
+        "name": cfg.experiment.name,
         "task": cfg.experiment.task,
         "mode": cfg.experiment.mode,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -271,10 +272,13 @@ def _jsonable(value: Any) -> Any:
 def _markdown(report: dict[str, Any], outcomes: dict[str, AuditOutcome]) -> str:
     p = report["privacy"]
     eps = p.get("epsilon")
-    eps_text = "none (no DP)" if eps is None or eps == math.inf else f"{eps:.3f} (delta {p.get('delta', 0):g})"
-    lines = [f"# Privacy audit: {Path(report['run']).name}", "",
-             f"Task **{report['task']}**, mode **{report['mode']}**, DP mode **{p['mode']}**, "
-             f"epsilon spent: **{eps_text}**.", ""]
+    if eps is None or eps == math.inf:
+        dp_text = "no differential privacy" + (" (privacy.epsilon = inf)" if p["mode"] != "none" else "")
+    else:
+        level = "per site, sample level" if p["mode"] == "sample" else "client level"
+        dp_text = f"epsilon spent **{eps:.3f}** (delta {p.get('delta') or 0:g}, {level})"
+    lines = [f"# Privacy audit: {report['name']}", "", f"Run `{report['run']}`.", "",
+             f"Task **{report['task']}**, mode **{report['mode']}**, {dp_text}.", ""]
     results = [r for o in outcomes.values() for r in o.attacks]
     if results:
         header = ["attack", "kind", "AUC", "balanced acc.", "TPR@0.1%FPR", "TPR@1%FPR", "positives", "negatives"]
