@@ -4,12 +4,13 @@
 
     fedsilo run CONFIG --out RUN_DIR [--engine local|simulation] [--set key=value ...]
     fedsilo run --resume RUN_DIR [--engine ...]
-    fedsilo sweep CONFIG --out DIR [--grid key=v1,v2 ...] [--modes m1,m2] [--seeds N] [--set ...]
+    fedsilo sweep CONFIG --out DIR [--grid key=v1,v2 ...] [--modes m1,m2] [--seeds N] [--set ...] [--audit]
     fedsilo report RUN_OR_SWEEP_DIR
     fedsilo data phantom --kind abdomen|fundus --modality ct|mr --n N --out DIR
     fedsilo data inspect PATH_OR_CONFIG [--preview PNG]
     fedsilo data deidentify DICOM_DIR --out DIR
     fedsilo compare RUN_A RUN_B ... [--out FILE]
+    fedsilo audit RUN_DIR [--attacks a,b] [--set audit.key=value ...] [--device DEV]
 
 User errors (bad config, bad data, an existing run folder) print one clear line and exit with
 status 2; ``-v`` shows debug logs and tracebacks.
@@ -64,7 +65,7 @@ def setup_logging(verbose: bool) -> bool:
     flwr = logging.getLogger("flwr")
     flwr.setLevel(logging.DEBUG if verbose else logging.WARNING)
     flwr.propagate = False
-    for name in ("ray", "matplotlib", "PIL", "filelock", "urllib3"):
+    for name in ("ray", "matplotlib", "PIL", "filelock", "urllib3", "opacus"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return tty
 
@@ -117,12 +118,22 @@ def cmd_sweep(args: argparse.Namespace, tty: bool) -> int:
 
     seeds = args.seed_list or list(range(args.seed_base, args.seed_base + args.seeds))
     spec = SweepSpec(config=args.config, grid=parse_grid(args.grid), modes=args.modes.split(","),
-                     seeds=seeds, overrides=list(args.sets), engine=args.engine)
+                     seeds=seeds, overrides=list(args.sets), engine=args.engine, audit=args.audit)
     out = args.out or str(Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     with progress.use(_reporter(tty)):
         md = run_sweep(spec, out)
     print(md.read_text(encoding="utf-8"))
     print(f"Results: {out}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
+    from .privacy.audit import AUDIT_MD, run_audit
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    run_audit(args.run_dir, attacks, args.sets, args.device)
+    print((Path(args.run_dir) / AUDIT_MD).read_text(encoding="utf-8"))
+    print(f"Audit: {Path(args.run_dir) / 'audit.json'}")
     return 0
 
 
@@ -243,7 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--engine", choices=["local", "simulation"], help="override experiment.engine")
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key for every run (repeatable)")
+    sw.add_argument("--audit", action="store_true", help="audit each finished run (audit_* columns in the table)")
     sw.set_defaults(func=cmd_sweep)
+
+    au = sub.add_parser("audit", help="measure what a finished run leaks (membership, inversion, ...)")
+    au.add_argument("run_dir", help="a finished run folder")
+    au.add_argument("--attacks", help="comma-separated audits of the task (default: audit.attacks, or all)")
+    au.add_argument("--set", dest="sets", action="append", default=[], metavar="audit.KEY=VALUE",
+                    help="override an [audit] setting, e.g. --set audit.reference_models=8 (repeatable)")
+    au.add_argument("--device", help="torch device (default: the run's experiment.device)")
+    au.set_defaults(func=cmd_audit)
 
     data = sub.add_parser("data", help="phantoms, inspection, de-identification")
     dsub = data.add_subparsers(dest="data_command", required=True)

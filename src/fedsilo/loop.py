@@ -40,6 +40,15 @@ class FederationError(RuntimeError):
     """A round cannot proceed (too few valid updates); the last good checkpoint is intact."""
 
 
+class StopTraining(RuntimeError):
+    """No further round may run (e.g. every site's privacy budget is spent).
+
+    Raised by an executor's ``train_round`` before it changes any state; the run then ends
+    cleanly: the last finished round is evaluated (if it was not), logged with a
+    ``stopped_early`` row and saved as the final state.
+    """
+
+
 class RoundExecutor(Protocol):
     """What a mode does in a round. See :mod:`fedsilo.federation.server_app` and :mod:`fedsilo.references`."""
 
@@ -112,17 +121,31 @@ def run_rounds(
             run.log_metrics(0, row.scope, row.values)
     reporter = progress.current()
     reporter.start(rounds, first, executor.label)
+    last = first - 1
+    stopped: str | None = None
     for rnd in range(first, rounds + 1):
-        rows = executor.train_round(rnd)
+        try:
+            rows = executor.train_round(rnd)
+        except StopTraining as exc:
+            stopped = str(exc)
+            break
         if rnd % every == 0 or rnd == rounds:
             rows += executor.evaluate(rnd)
         for row in rows:
             run.log_metrics(rnd, row.scope, row.values)
         run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states()})
         reporter.round_finished(rnd, _summary(rows, summary_key))
+        last = rnd
         if on_round_end is not None:
             on_round_end(rnd)
+    if stopped is not None:
+        logger.warning("Stopping %s after round %d of %d: %s", run.path, last, rounds, stopped)
+        rows = executor.evaluate(last) if last and last % every else []
+        rows.append(Row("global", {"stopped_early": 1, "stop_reason": stopped}))
+        for row in rows:
+            run.log_metrics(last, row.scope, row.values)
     final = executor.final_state()
-    run.save_final({"round": rounds, **final})
+    run.save_final({"round": last if stopped is not None else rounds, **final,
+                    **({"stopped_early": stopped} if stopped is not None else {})})
     logger.info("Finished %s: final weights in %s", run.path, run.final_path)
     return final

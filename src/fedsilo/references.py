@@ -18,7 +18,8 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .data.partition import format_partition_table, save_partition_table
-from .loop import Row
+from .federation.messages import SITE_DONE
+from .loop import Row, StopTraining
 from .progress import current
 from .runs import RunDir
 from .seeding import resolve_device
@@ -62,6 +63,8 @@ class CentralisedRounds:
         self.model.load_state_dict(self.task.initial_state())
         self.data = self.task.federated_data()
         self.pooled = self.task.pooled_train()
+        #: state the pooled "site" keeps between rounds (e.g. a DP accountant), checkpointed
+        self.site_state: dict[str, Any] = {}
 
     def setup(self) -> None:
         names, table = self.data.site_names, self.data.class_table
@@ -71,8 +74,12 @@ class CentralisedRounds:
                              self.run.artifact("partition.png"))
 
     def train_round(self, rnd: int) -> list[Row]:
+        done = self.site_state.get(SITE_DONE)
+        if done:
+            raise StopTraining(f"the pooled site may not train again: {done}")
         current().round_started(rnd, ["pooled"])
-        ctx = TrainContext(round=rnd, site_index=0, site_name="pooled", device=self.device)
+        ctx = TrainContext(round=rnd, site_index=0, site_name="pooled", device=self.device,
+                           site_state=self.site_state)
         result = self.train_task.train(self.model, self.pooled, ctx)
         return [Row("global", {"num-examples": result.num_examples, **result.metrics})]
 
@@ -95,10 +102,12 @@ class CentralisedRounds:
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "site_state": dict(self.site_state)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        self.site_state = dict(state.get("site_state", {}))
 
     def final_state(self) -> dict[str, Any]:
-        return {"model": self.state_dict()["model"], "mode": "centralised"}
+        return {"model": self.state_dict()["model"], "mode": "centralised", "site_state": dict(self.site_state)}

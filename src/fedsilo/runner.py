@@ -37,6 +37,12 @@ def resume_run(path: str | Path, engine: str | None = None,
     done = 0 if ckpt is None else int(ckpt["round"])
     if done >= run.cfg.federation.rounds and run.final_path.exists():
         raise RunDirError(f"run {str(path)!r} already finished all {done} rounds; nothing to resume")
+    if run.final_path.exists():
+        import torch
+
+        stopped = torch.load(run.final_path, map_location="cpu", weights_only=False).get("stopped_early")
+        if stopped:
+            raise RunDirError(f"run {str(path)!r} stopped early after round {done} ({stopped}); nothing to resume")
     run.record_resume(done, engine)
     execute(run, engine, on_round_end)
     write_report(run)

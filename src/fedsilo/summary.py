@@ -36,7 +36,32 @@ def final_metrics(run: RunDir) -> dict[str, float]:
                 if isinstance(rows[s].get(key), (int, float)) and rows[s][key] is not None]
         if vals:
             metrics[key] = float(np.mean(vals))
+    metrics.update(privacy_metrics(rows))
+    metrics.update(audit_metrics(run))
     return metrics
+
+
+def privacy_metrics(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``privacy_epsilon``: the epsilon a run spent (client level: the federation's; sample level:
+    the largest over sites), when it used DP."""
+    glob = rows.get("global", {}).get("privacy_epsilon")
+    if isinstance(glob, (int, float)):
+        return {"privacy_epsilon": float(glob)}
+    sites = [v["train_epsilon"] for s, v in rows.items()
+             if s != "global" and isinstance(v.get("train_epsilon"), (int, float))]
+    return {"privacy_epsilon": float(max(sites))} if sites else {}
+
+
+def audit_metrics(run: RunDir) -> dict[str, float]:
+    """``audit_<key>`` numbers of the run's ``audit.json`` summary (``fedsilo audit``), if any."""
+    import json
+
+    path = run.path / "audit.json"
+    if not path.exists():
+        return {}
+    summary = json.loads(path.read_text(encoding="utf-8")).get("summary", {})
+    return {f"audit_{k}": float(v) for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def selected_metrics(run: RunDir, metric: str, higher_is_better: bool = True) -> dict[str, float]:

@@ -37,6 +37,8 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: list[str] = field(default_factory=list)
     engine: str | None = None
+    #: run ``fedsilo audit`` on each finished run (its audit_* numbers become table columns)
+    audit: bool = False
 
 
 @dataclass
@@ -96,6 +98,7 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
     spec_file = out / "sweep.json"
     if spec_file.exists():
         previous = json.loads(spec_file.read_text(encoding="utf-8"))
+        previous.setdefault("audit", False)  # sweeps from before the audit option
         if previous != asdict(spec):
             raise RunDirError(f"{out} holds a different sweep ({spec_file}); choose another --out")
     elif out.exists() and any(out.iterdir()):
@@ -106,12 +109,17 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
         what = f"{combo_slug(r.combo)} {r.mode} seed {r.seed}"
         if (r.path / "final.pt").exists():
             logger.info("Sweep run %d/%d (%s): finished earlier, kept", i, len(runs), what)
-            continue
-        logger.info("Sweep run %d/%d: %s -> %s", i, len(runs), what, r.path)
-        if (r.path / "config.toml").exists():
-            resume_run(r.path, spec.engine)
         else:
-            start_run(r.cfg, r.path, spec.engine)
+            logger.info("Sweep run %d/%d: %s -> %s", i, len(runs), what, r.path)
+            if (r.path / "config.toml").exists():
+                resume_run(r.path, spec.engine)
+            else:
+                start_run(r.cfg, r.path, spec.engine)
+        if spec.audit and not (r.path / "audit.json").exists():
+            from .privacy.audit import run_audit
+
+            logger.info("Sweep run %d/%d: auditing %s", i, len(runs), r.path)
+            run_audit(r.path)
     md = write_summary(runs, out)
     try:
         from .report import sweep_report
@@ -131,7 +139,10 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     for r in runs:
         run = RunDir.open(r.path)
         per_run[r.path] = {**final_metrics(run), **selected_metrics(run, task.primary_metric, task.higher_is_better)}
-    metric_keys = task.summary_columns(sorted({k for m in per_run.values() for k in m}))
+    all_keys = sorted({k for m in per_run.values() for k in m})
+    metric_keys = task.summary_columns(all_keys)
+    # privacy columns side by side with quality, whatever columns the task chose
+    metric_keys += [k for k in all_keys if k.startswith(("privacy_", "audit_")) and k not in metric_keys]
     percent = {f"test_{task.primary_metric}": task.higher_is_better,
                f"sel_test_{task.primary_metric}": task.higher_is_better,
                **{f"test_{k}": hib for k, hib in task.percent_metrics.items()}}

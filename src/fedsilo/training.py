@@ -86,6 +86,17 @@ def proximal_term(model: nn.Module, global_params: Mapping[str, torch.Tensor] | 
     return 0.5 * mu * total
 
 
+def add_proximal_grad(model: nn.Module, global_params: Mapping[str, torch.Tensor] | None, mu: float) -> None:
+    """Add the gradient of :func:`proximal_term`, ``mu (w - w_global)``, to ``p.grad`` in place
+    (for optimisers that set ``p.grad`` themselves, e.g. DP-SGD after its noise)."""
+    if not mu or global_params is None:
+        return
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and name in global_params and p.grad is not None:
+                p.grad.add_(p - global_params[name], alpha=mu)
+
+
 def snapshot_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the trainable parameters (the global model FedProx pulls towards)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 
 from ..config import ExperimentConfig, config_from_toml_text
 from ..data.federated import SiteData
+from ..privacy.client_dp import client_clipping_mod
 from ..seeding import resolve_device
 from ..tasks import Task, TrainContext, make_task
 from .messages import (
@@ -40,7 +41,9 @@ from .messages import (
 
 logger = logging.getLogger(__name__)
 
-app = ClientApp()
+# Client-level DP with client-side clipping: the mod clips the update to the norm the server's DP
+# wrapper sends (inactive otherwise).
+app = ClientApp(mods=[client_clipping_mod])
 
 
 @dataclass

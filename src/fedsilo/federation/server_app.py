@@ -25,7 +25,7 @@ from flwr.serverapp.strategy import Strategy
 from .. import progress
 from ..config import dumps
 from ..data.partition import format_partition_table, save_partition_table
-from ..loop import FederationError, Row, run_rounds
+from ..loop import FederationError, Row, StopTraining, run_rounds
 from ..models.norms import norm_state_keys
 from ..runs import RunDir
 from ..seeding import derive_seed, np_rng, resolve_device
@@ -38,13 +38,14 @@ from .messages import (
     NUM_EXAMPLES,
     QUERY_SITE_INFO,
     SITE,
+    SITE_DONE,
     SITE_STATE,
     arrays_to_numpy,
     arrays_to_state,
     cast_like,
     state_to_arrays,
 )
-from .strategies import LocalStateStrategy, build_strategy, load_strategy_state, strategy_state
+from .strategies import LocalStateStrategy, build_strategy, load_strategy_state, sites_per_round, strategy_state
 from .validation import check_train_reply, describe_template
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,15 @@ class SubsetGrid(Grid):
 
 
 def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
-    """The configured strategy, wrapped to keep state local where the mode, strategy or task asks."""
+    """The configured strategy, wrapped to keep state local where the mode, strategy or task asks,
+    or for client-level differential privacy (``privacy.mode = "client"``)."""
     cfg = task.cfg
-    base = build_strategy(cfg.federation.strategy, cfg.federation.num_sites)
+    fed = cfg.federation
+    base = build_strategy(fed.strategy, fed.num_sites)
+    client_dp = cfg.privacy.mode == "client" and cfg.privacy.active
     if cfg.experiment.mode == "local":
+        if client_dp:
+            logger.warning("privacy.mode = 'client' is ignored in local mode (sites share nothing)")
         return LocalStateStrategy(base, lambda key: True)
     if cfg.federation.strategy.name == "fedbn" or cfg.federation.strategy.local_norm:
         if not norm_keys:
@@ -106,7 +112,14 @@ def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
         return LocalStateStrategy(base, norm_keys.__contains__)
     rule = task.local_state()
     if rule is not None:
+        if client_dp:
+            raise ValueError(f"task {task.name!r} keeps arrays local to groups of sites, which client-level DP "
+                             f"cannot noise; use privacy.mode = 'sample'")
         return LocalStateStrategy(base, rule[0])
+    if client_dp:
+        from ..privacy.client_dp import wrap_client_dp
+
+        return wrap_client_dp(base, cfg, sites_per_round(fed.num_sites, fed.fraction_train, fed.min_sites))
     return base
 
 
@@ -202,12 +215,26 @@ class FederatedRounds:
     # -- rounds --------------------------------------------------------------------------------
 
     def _sample(self, rnd: int) -> list[SiteInfo]:
+        """The round's sites: a seeded sample of those that have not declared themselves done.
+
+        Raises
+        ------
+        StopTraining
+            When fewer than ``federation.min_sites`` sites may still train (e.g. every site's
+            privacy budget is spent).
+        """
         fed = self.cfg.federation
-        k = min(len(self.sites), max(fed.min_sites, int(len(self.sites) * fed.fraction_train)))
-        if k == len(self.sites):
-            return list(self.sites)
-        chosen = np_rng(self.cfg.experiment.seed, "sample", rnd).choice(len(self.sites), size=k, replace=False)
-        return [self.sites[i] for i in sorted(chosen)]
+        done = {s.name: str(self.site_state.get(s.name, {}).get(SITE_DONE, "")) for s in self.sites}
+        eligible = [s for s in self.sites if not done[s.name]]
+        if len(eligible) < fed.min_sites:
+            reasons = "; ".join(f"{name}: {why}" for name, why in done.items() if why)
+            raise StopTraining(f"{len(eligible)} site(s) may still train, federation.min_sites = {fed.min_sites} "
+                               f"({reasons})")
+        k = min(len(eligible), sites_per_round(len(self.sites), fed.fraction_train, fed.min_sites))
+        if k == len(eligible):
+            return eligible
+        chosen = np_rng(self.cfg.experiment.seed, "sample", rnd).choice(len(eligible), size=k, replace=False)
+        return [eligible[i] for i in sorted(chosen)]
 
     def _send(self, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
@@ -268,15 +295,18 @@ class FederatedRounds:
                 f"round {rnd}: only {len(valid)} valid update(s), federation.min_sites = {need}; stopping. "
                 f"The last good checkpoint (round {rnd - 1}) is intact in {self.run.checkpoint_path}"
             )
-        arrays, _ = self.strategy.aggregate_train(rnd, valid)
+        arrays, agg = self.strategy.aggregate_train(rnd, valid)
         if arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
         self.arrays = cast_like(arrays, {k: np.empty(0, dtype=d) for k, (_, d) in self.template.items()})
+        # strategies report round-level privacy numbers (client-level epsilon) as privacy_* metrics
+        strategy_metrics = {k: v for k, v in (agg or {}).items() if k.startswith("privacy_")}
         rows.append(Row("global", {"sites_sampled": len(sampled), "sites_aggregated": len(valid),
                                    "sites_rejected": sum(1 for r in rows if r.values.get("rejected")),
                                    "sites_dropped": sum(1 for r in rows if r.values.get("dropped")),
                                    "round_seconds": time.perf_counter() - start,
-                                   "message_bytes": self.arrays.count_bytes()}))
+                                   "message_bytes": self.arrays.count_bytes(),
+                                   **strategy_metrics}))
         return rows
 
     # -- evaluation ----------------------------------------------------------------------------

@@ -88,6 +88,11 @@ def build_strategy(cfg: StrategySection, num_sites: int) -> Strategy:
     raise ValueError(f"federation.strategy.name must be one of {', '.join(STRATEGY_NAMES)}, got {name!r}")
 
 
+def sites_per_round(num_sites: int, fraction: float, min_sites: int) -> int:
+    """Sites sampled for training in a round: ``int(num_sites * fraction)``, at least ``min_sites``."""
+    return min(num_sites, max(min_sites, int(num_sites * fraction)))
+
+
 class LocalStateStrategy(Strategy):
     """Keep the arrays selected by ``is_local`` per group of sites; delegate the rest to ``base``.
 

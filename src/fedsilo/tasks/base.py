@@ -83,10 +83,29 @@ class Task(ABC):
         """A freshly initialised model (randomness from the global torch RNG, seeded by the caller)."""
 
     def build_model(self) -> nn.Module:
-        """The model with its seeded initial weights (identical on every engine and process)."""
+        """The model with its seeded initial weights (identical on every engine and process).
+
+        With sample-level DP (``privacy.mode = "sample"``) the model is built DP-compatible
+        (:meth:`dp_compatible`) here, in its definition, so the server and every site agree on
+        its layers and state-dict keys.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(derive_seed(self.cfg.experiment.seed, "init"))
-            return self._make_model()
+            model = self._make_model()
+        if self.cfg.privacy.mode == "sample":
+            model = self.dp_compatible(model)
+        return model
+
+    def dp_compatible(self, model: nn.Module) -> nn.Module:
+        """The parts of ``model`` that DP-SGD trains, made DP-compatible (BatchNorm -> GroupNorm).
+
+        Default: the whole model. A task whose model holds parts that never see real data
+        overrides this (a GAN converts only its discriminator; the generator is private by
+        post-processing).
+        """
+        from ..privacy.dp import make_dp_compatible
+
+        return make_dp_compatible(model, f"{self.name} model")
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         """Initial global weights; tasks that load pre-trained weights override this."""

@@ -10,9 +10,11 @@ from ...data.federated import FederatedData
 from ...data.fundus import NUM_GRADES, federated_fundus
 from ...data.images import ImageDataset, iterate_batches
 from ...models.classifier import GradeCNN
+from ...privacy.dp import SiteDP
 from ...progress import current
 from ...seeding import derive_seed, seed_torch, torch_generator
 from ...training import (
+    add_proximal_grad,
     make_optimizer,
     num_round_batches,
     proximal_term,
@@ -52,24 +54,50 @@ class ClassificationTask(Task):
         opt = make_optimizer(model.parameters(), self.cfg.train,
                              lr=round_lr(self.cfg.train, ctx.round, self.cfg.federation.rounds))
         anchor = snapshot_params(model) if ctx.proximal_mu else None
+        steps = num_round_batches(len(data), self.cfg.train)
+        dp = SiteDP.begin(self.cfg.privacy, n=len(data), batch_size=self.cfg.train.batch_size,
+                          steps_per_round=steps, rounds=self.cfg.federation.rounds,
+                          site_state=ctx.site_state) if len(data) else None
         reporter = current()
         site = ctx.site_name
-        reporter.site_started(site, num_round_batches(len(data), self.cfg.train))
+        reporter.site_started(site, steps)
         total, count = 0.0, 0
-        for idx in round_batches(len(data), self.cfg.train, gen):
-            x, y = data.batch(idx, ctx.device)
-            if self.cfg.classifier.hflip:
-                flip = torch.rand(len(idx), generator=gen) < 0.5
-                x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            reporter.batch_done(site)
+        if dp is None:
+            for idx in round_batches(len(data), self.cfg.train, gen):
+                loss = self._loss(model, data, idx, ctx.device, gen)
+                opt.zero_grad(set_to_none=True)
+                (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+                reporter.batch_done(site)
+        else:
+            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
+            with dp.make_private(model, opt, batch_generator=gen, noise_generator=noise) as private:
+                # FedProx's pull towards the global model is data-independent: added after the noise
+                prox = (lambda: add_proximal_grad(model, anchor, ctx.proximal_mu)) if anchor else None
+                for idx in private.batches():
+                    opt_loss = self._loss(private.module, data, idx, ctx.device, gen)
+                    private.optimizer.zero_grad(set_to_none=True)
+                    opt_loss.backward()
+                    private.step(prox)
+                    if len(idx):
+                        total += float(opt_loss.detach()) * len(idx)
+                        count += len(idx)
+                    reporter.batch_done(site)
         reporter.site_finished(site)
-        return TrainResult({"train_loss": total / max(count, 1)}, num_examples=len(data))
+        metrics = {"train_loss": total / max(count, 1)}
+        if dp is not None:
+            metrics.update(dp.finish())
+        return TrainResult(metrics, num_examples=len(data))
+
+    def _loss(self, model: nn.Module, data: ImageDataset, idx: torch.Tensor, device: torch.device,
+              gen: torch.Generator) -> torch.Tensor:
+        x, y = data.batch(idx, device)
+        if self.cfg.classifier.hflip:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+        return F.cross_entropy(model(x), y)
 
     def evaluate(self, model: nn.Module, data: ImageDataset, device: torch.device) -> dict[str, float]:
         if len(data) == 0:

@@ -1,0 +1,160 @@
+"""DP in real runs: sample-level DP-SGD in the classification task, client-level DP-FedAvg, budgets, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.message_type import MessageType
+
+from fedsilo.config import ConfigError
+from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS
+from fedsilo.loop import RunInterrupted
+from fedsilo.privacy.accounting import epsilon_for
+from fedsilo.privacy.client_dp import build_dp_wrapper, client_clipping_mod, client_dp_noise
+from fedsilo.runner import resume_run, start_run
+from fedsilo.runs import RunDirError
+
+SAMPLE_DP = ("privacy.mode=sample", "privacy.noise_multiplier=1.0", "train.local_epochs=1")
+
+
+def _rows(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def _site_eps(rows, site, rnd):
+    return [r["train_epsilon"] for r in rows if r["scope"] == site and r["round"] == rnd and "train_epsilon" in r][0]
+
+
+def test_dp_training_reports_each_sites_epsilon_and_its_accountant_matches_opacus(tiny_cfg, tmp_path):
+    run = start_run(tiny_cfg(*SAMPLE_DP), tmp_path / "run")
+    rows = _rows(run.path)
+    final = torch.load(run.path / "final.pt", weights_only=False)
+    for site in ("site-1", "site-2"):
+        e1, e2 = _site_eps(rows, site, 1), _site_eps(rows, site, 2)
+        assert 0 < e1 < e2
+        state = final["site_state"][site]
+        # the site's accountant: 2 rounds of ceil(n/8) Poisson steps at q = 1/ceil(n/8)
+        (q,), (steps,) = state["dp-rate"], state["dp-steps"]
+        assert steps == 2 * round(1 / q)
+        assert e2 == pytest.approx(epsilon_for(1.0, q, steps, 1e-5))
+    assert not any("running_mean" in k for k in final["model"])  # BatchNorm -> GroupNorm everywhere
+
+
+def test_target_epsilon_is_reached_after_the_last_round(tiny_cfg, tmp_path):
+    run = start_run(tiny_cfg("privacy.mode=sample", "privacy.epsilon=3", "train.local_epochs=1"), tmp_path / "run")
+    rows = _rows(run.path)
+    for site in ("site-1", "site-2"):
+        assert 3.0 - 0.02 <= _site_eps(rows, site, 2) <= 3.0
+
+
+def test_resume_keeps_the_privacy_budget_and_is_bit_identical(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(*SAMPLE_DP, "federation.rounds=3")
+    start_run(cfg, tmp_path / "full")
+
+    def stop(rnd):
+        if rnd == 1:
+            raise RunInterrupted("test")
+
+    with pytest.raises(RunInterrupted):
+        start_run(cfg, tmp_path / "cut", on_round_end=stop)
+    resume_run(tmp_path / "cut")
+    full, cut = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
+    assert _site_eps(cut, "site-1", 3) == _site_eps(full, "site-1", 3)
+    a = torch.load(tmp_path / "full/final.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut/final.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["site_state"] == b["site_state"]
+
+
+def test_max_epsilon_stops_the_run_cleanly_when_no_site_can_afford_another_round(tiny_cfg, tmp_path):
+    probe = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=1"), tmp_path / "probe")
+    one_round = max(_site_eps(_rows(probe.path), s, 1) for s in ("site-1", "site-2"))
+    cap = one_round * 1.2  # one round fits, two do not
+    run = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=4", f"privacy.max_epsilon={cap}"), tmp_path / "run")
+    rows = _rows(run.path)
+    assert max(r["round"] for r in rows) == 1
+    stop = [r for r in rows if r.get("stopped_early")]
+    assert len(stop) == 1 and "privacy budget" in stop[0]["stop_reason"] and "site-1" in stop[0]["stop_reason"]
+    final = torch.load(run.path / "final.pt", weights_only=False)
+    assert final["round"] == 1 and "min_sites" in final["stopped_early"]
+    assert all(_site_eps(rows, s, 1) <= cap for s in ("site-1", "site-2"))
+    with pytest.raises(RunDirError, match="stopped early after round 1"):
+        resume_run(run.path)
+
+
+def test_centralised_dp_keeps_its_accountant_between_rounds(tiny_cfg, tmp_path):
+    run = start_run(tiny_cfg(*SAMPLE_DP, "experiment.mode=centralised"), tmp_path / "run")
+    eps = [r["train_epsilon"] for r in _rows(run.path) if "train_epsilon" in r]
+    assert len(eps) == 2 and 0 < eps[0] < eps[1]
+
+
+def test_client_level_dp_reports_epsilon_over_rounds(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("privacy.mode=client", "privacy.noise_multiplier=2.0", "privacy.clipping_norm=0.5",
+                   "federation.rounds=3")
+    run = start_run(cfg, tmp_path / "run")
+    eps = [r["privacy_epsilon"] for r in _rows(run.path) if "privacy_epsilon" in r]
+    # all (2 of 2) sites every round: the unsampled Gaussian composed over rounds, delta = 1e-5
+    assert eps == pytest.approx([epsilon_for(2.0, 1.0, t, 1e-5) for t in (1, 2, 3)])
+    state = torch.load(run.path / "checkpoints/latest.pt", weights_only=False)["executor"]["strategy"]
+    assert state["history"] == [(2.0, 1.0, 3)]  # the accountant is checkpointed with the strategy
+
+
+def test_client_level_budget_stops_the_run(tiny_cfg, tmp_path):
+    cap = (epsilon_for(2.0, 1.0, 2, 1e-5) + epsilon_for(2.0, 1.0, 3, 1e-5)) / 2
+    cfg = tiny_cfg("privacy.mode=client", "privacy.noise_multiplier=2.0", "federation.rounds=5",
+                   "privacy.clipping_side=client", f"privacy.max_epsilon={cap}")
+    run = start_run(cfg, tmp_path / "run")
+    rows = _rows(run.path)
+    assert max(r["round"] for r in rows) == 2
+    assert any("client-level epsilon" in str(r.get("stop_reason")) for r in rows)
+    assert any("norm_bit" in r for r in rows)  # sites clipped their own updates
+
+
+def _train_message(norm: float | None) -> Message:
+    arrays = ArrayRecord({"w": Array(np.zeros(4, dtype=np.float32)), "n": Array(np.array([3], dtype=np.int64))})
+    config = ConfigRecord({"server-round": 1, **({"clipping_norm": norm} if norm is not None else {})})
+    content = RecordDict({ARRAYS: arrays, CONFIG: config, "site-state": ConfigRecord({"dp-mechanism": "rdp"})})
+    return Message(content, dst_node_id=1, message_type=MessageType.TRAIN)
+
+
+def _site(msg: Message, context: Context) -> Message:
+    arrays = ArrayRecord({"w": Array(np.array([3.0, 4.0, 0.0, 0.0], dtype=np.float32)),
+                          "n": Array(np.array([5], dtype=np.int64))})
+    return Message(RecordDict({ARRAYS: arrays, METRICS: MetricRecord({"num-examples": 10})}), reply_to=msg)
+
+
+def test_client_side_clipping_mod_clips_the_update_and_keeps_dtypes():
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    msg = _train_message(1.0)
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.node_id = 0
+    msg.metadata.__dict__["_message_id"] = "m1"
+    reply = client_clipping_mod(msg, ctx, _site)
+    w = reply.content.array_records[ARRAYS]["w"].numpy()
+    n = reply.content.array_records[ARRAYS]["n"].numpy()
+    # update (3, 4, 0, 0, n: +2) has norm sqrt(29); scaled to norm 1
+    scale = 1.0 / np.sqrt(29.0)
+    np.testing.assert_allclose(w, np.array([3, 4, 0, 0]) * scale, rtol=1e-6)
+    assert w.dtype == np.float32 and n.dtype == np.int64 and n[0] == 3  # 3 + 2 * 0.19 rounds to 3
+    assert reply.content.metric_records[METRICS]["norm_bit"] == 1
+    untouched = client_clipping_mod(_train_message(None), ctx, _site)  # no clipping_norm: inactive
+    assert untouched.content.array_records[ARRAYS]["w"].numpy()[1] == 4.0
+
+
+def test_client_level_dp_config_errors(tiny_cfg):
+    with pytest.raises(ConfigError, match="must be one of fedavg, fedprox with privacy.mode = 'client'"):
+        tiny_cfg("privacy.mode=client", "federation.strategy.name=fedmedian")
+    with pytest.raises(ConfigError, match="local_norm must be false with privacy.mode = 'client'"):
+        tiny_cfg("privacy.mode=client", "federation.strategy.local_norm=true")
+    privacy = tiny_cfg("privacy.mode=client", "privacy.clipping=adaptive").privacy
+    from flwr.serverapp.strategy import FedAvg
+
+    with pytest.raises(ValueError, match=r"clipped_count_stddev > noise_multiplier / 2 = 0.5"):
+        build_dp_wrapper(FedAvg(), privacy, 1.0, 3)
+    with pytest.raises(ValueError, match=r"sites_per_round must be in \[1, 3\], got 4"):
+        client_dp_noise(privacy, 3, 4, 10)
