@@ -132,8 +132,19 @@ def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     run_audit(args.run_dir, attacks, args.sets, args.device)
+    from .modelcard import write_model_card
+
+    write_model_card(args.run_dir)  # the card quotes the measured leakage
     print((Path(args.run_dir) / AUDIT_MD).read_text(encoding="utf-8"))
     print(f"Audit: {Path(args.run_dir) / 'audit.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, tty: bool) -> int:
+    from .export import export_run
+
+    path = export_run(args.run_dir, args.format, args.out, round_=args.round, site=args.site)
+    print(f"Exported: {path} (contract: {path.parent / f'contract-{args.format}.json'})")
     return 0
 
 
@@ -145,6 +156,9 @@ def cmd_report(args: argparse.Namespace, tty: bool) -> int:
     if (path / "sweep.json").is_file():
         out = sweep_report(path)
     elif (path / "config.toml").is_file():
+        from .modelcard import write_model_card
+
+        print(f"Model card: {write_model_card(path)}")
         out = run_report(path)
     else:
         raise RunDirError(f"{str(path)!r} is neither a run folder (config.toml) nor a sweep folder (sweep.json)")
@@ -298,11 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("path", help="run folder or sweep folder")
     rep.set_defaults(func=cmd_report)
 
+    ex = sub.add_parser("export", help="export a trained model to ONNX or TorchScript with its input contract")
+    ex.add_argument("run_dir", help="a finished run folder")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    ex.add_argument("--out", help="folder for the model and contract (default RUN_DIR/export)")
+    _add_weights_args(ex)
+    ex.set_defaults(func=cmd_export)
+
     cmp_ = sub.add_parser("compare", help="side-by-side table and overlaid curves of runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")
     cmp_.add_argument("--out", help="HTML file to write (default compare-<time>.html)")
     cmp_.set_defaults(func=cmd_compare)
     return parser
+
+
+def _add_weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--round", type=int, help="a kept evaluation round (default: the final model)")
+    p.add_argument("--site", help="a site's own model (local mode, site-local layers; default: global)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

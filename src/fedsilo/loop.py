@@ -131,6 +131,8 @@ def run_rounds(
             break
         if rnd % every == 0 or rnd == rounds:
             rows += executor.evaluate(rnd)
+            if cfg.eval.keep_models:
+                run.save_round_model(rnd, executor.final_state())
         for row in rows:
             run.log_metrics(rnd, row.scope, row.values)
         run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states()})

@@ -68,6 +68,10 @@ class CentralisedRounds:
 
     def setup(self) -> None:
         names, table = self.data.site_names, self.data.class_table
+        self.run.write_sites([{"name": s.name, "index": i, "num_train": len(s.train), "num_val": len(s.val),
+                               "class_counts": [int(c) for c in table[i]] if len(table) else [],
+                               **{k: v for k, v in s.info.items() if isinstance(v, (str, int, float, bool))}}
+                              for i, s in enumerate(self.data.sites)])
         logger.info("Centralised reference over %d pooled sites:\n%s", len(names),
                     format_partition_table(table, names, list(self.data.class_names)))
         save_partition_table(table, names, list(self.data.class_names), self.run.artifact("partition.csv"),

@@ -50,13 +50,16 @@ def resume_run(path: str | Path, engine: str | None = None,
 
 
 def write_report(run: RunDir) -> None:
-    """The run's report.html (a failure here is logged, never loses the run's results)."""
+    """The run's MODEL_CARD.md and report.html (a failure here is logged, never loses the run's results)."""
+    from .modelcard import write_model_card
     from .report import run_report
 
-    try:
-        run_report(run.path)
-    except Exception:  # noqa: BLE001 - the results are on disk; the report can be redone
-        logger.exception("Could not write the report of %s (redo it with `fedsilo report %s`)", run.path, run.path)
+    for what, write in (("model card", write_model_card), ("report", run_report)):
+        try:
+            write(run.path)
+        except Exception:  # noqa: BLE001 - the results are on disk; the report can be redone
+            logger.exception("Could not write the %s of %s (redo it with `fedsilo report %s`)", what, run.path,
+                             run.path)
 
 
 def _check_engine(engine: str) -> None:

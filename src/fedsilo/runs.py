@@ -9,6 +9,10 @@ Layout of a run folder::
       checkpoints/
         latest.pt        global state after the last finished round (atomic replace)
       final.pt           final global state (and per-site state where a mode keeps one)
+      models/
+        round-NNNN.pt    the same for each evaluation round (``eval.keep_models``)
+      sites.json         the sites: names, sample counts, aggregate descriptors (modality, organs)
+      MODEL_CARD.md      what the model is, was trained on and is good for (written with the report)
 
 A run folder is never overwritten: :meth:`RunDir.create` refuses an existing non-empty folder.
 """
@@ -41,6 +45,8 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
 FINAL_FILE = "final.pt"
+MODELS_DIR = "models"
+SITES_FILE = "sites.json"
 
 _PACKAGES = ("fedsilo", "torch", "flwr", "flwr-datasets", "monai", "opacus", "numpy", "torchmetrics", "ray")
 
@@ -288,6 +294,31 @@ class RunDir:
     @property
     def final_path(self) -> Path:
         return self.path / FINAL_FILE
+
+    def write_sites(self, sites: list[Mapping[str, Any]]) -> None:
+        """Record the sites as the server knows them (names, sizes, aggregate descriptors; no data)."""
+        atomic_write_text(self.path / SITES_FILE, json.dumps([_clean(dict(s)) for s in sites], indent=2,
+                                                             default=_json_default) + "\n")
+
+    def read_sites(self) -> list[dict[str, Any]]:
+        """What :meth:`write_sites` recorded ([] for runs from before it existed)."""
+        path = self.path / SITES_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+    def save_round_model(self, round_: int, state: Mapping[str, Any]) -> None:
+        """Keep the model state of an evaluation round as ``models/round-NNNN.pt`` (atomic)."""
+        atomic_torch_save({"round": round_, **state}, self.round_model_path(round_))
+
+    def round_model_path(self, round_: int) -> Path:
+        return self.path / MODELS_DIR / f"round-{round_:04d}.pt"
+
+    def saved_rounds(self) -> list[int]:
+        """Rounds whose model was kept (see :meth:`save_round_model`), ascending."""
+        folder = self.path / MODELS_DIR
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.stem.split("-", 1)[1]) for p in folder.glob("round-*.pt")
+                      if p.stem.split("-", 1)[1].isdigit())
 
     def artifact(self, *parts: str) -> Path:
         """Path of a file in the run folder (parent folders created)."""

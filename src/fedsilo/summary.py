@@ -105,17 +105,25 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def scope_table(run: RunDir, columns: Sequence[str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per scope (sites, then global), the run's final metrics."""
+    """Header and rows: one row per scope (sites, then global), the run's final metrics; a metric
+    with a recorded 95% interval (``<name>_ci_low``/``_ci_high``) shows it as ``value [low, high]``."""
     rows = final_rows(run)
     scopes = [s for s in rows if s != "global"] + (["global"] if "global" in rows else [])
     if columns is None:
         seen: dict[str, None] = {}
         for s in scopes:
             for k, v in rows[s].items():
-                if k.startswith(("val_", "test_")) and isinstance(v, (int, float)) and not k.endswith("_n"):
+                if (k.startswith(("val_", "test_")) and isinstance(v, (int, float))
+                        and not k.endswith(("_n", "_ci_low", "_ci_high"))):
                     seen.setdefault(k, None)
         columns = sorted(seen)
-    body = [[s, *(fmt(rows[s].get(c)) for c in columns)] for s in scopes]
+
+    def cell(values: Mapping[str, Any], key: str) -> str:
+        lo, hi = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
+        ci = f" [{fmt(lo, 3)}, {fmt(hi, 3)}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
+        return fmt(values.get(key)) + ci
+
+    body = [[s, *(cell(rows[s], c) for c in columns)] for s in scopes]
     return ["scope", *columns], body
 
 

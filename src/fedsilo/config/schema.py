@@ -266,6 +266,11 @@ class ClassifierSection:
 @dataclass
 class EvalSection:
     batch_size: int = param(256, "Evaluation batch size.", ge=1)
+    keep_models: bool = param(
+        True,
+        "Keep the global model of every evaluation round in RUN_DIR/models/ (what `fedsilo sample/export/"
+        "predict --round` use); false keeps only final.pt.",
+    )
 
 
 PrivacyMode = Literal["none", "sample", "client"]

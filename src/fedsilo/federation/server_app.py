@@ -193,6 +193,9 @@ class FederatedRounds:
         return str(site.info[key])
 
     def _write_partition(self) -> None:
+        self.run.write_sites([{"name": s.name, "index": s.index, "num_train": s.num_train, "num_val": s.num_val,
+                               "class_counts": s.class_counts,
+                               **{k: v for k, v in s.info.items() if k != "site-name"}} for s in self.sites])
         counts = [s.class_counts for s in self.sites]
         if not counts or not all(counts):
             return

@@ -169,16 +169,12 @@ def privacy_spent(run: RunDir) -> dict[str, Any]:
 
 
 def _attacked_model(task: Any, final: dict[str, Any], mode: str) -> tuple[nn.Module, int | None]:
+    from ..trained import choose_weights
+
+    weights, site = choose_weights(final, mode, None)
     model = task.build_model()
-    if mode == "local":
-        site_models = final.get("site_models") or {}
-        if not site_models:
-            raise RunDirError("a local-mode run must hold per-site models in final.pt to be audited")
-        name = next(iter(site_models))
-        model.load_state_dict(site_models[name])
-        return model, 0
-    model.load_state_dict(final["model"])
-    return model, None
+    model.load_state_dict(weights)
+    return model, (list(final.get("site_models") or {}).index(site) if site is not None else None)
 
 
 def run_audit(run_dir: str | Path, attacks: Sequence[str] | None = None, overrides: Sequence[str] = (),

@@ -54,6 +54,30 @@ class TrainContext:
 
 
 @dataclass
+class InferenceSpec:
+    """What a trained model is used through outside fedsilo (export, model cards).
+
+    Attributes
+    ----------
+    module
+        The part of the model to run (e.g. a GAN's generator), in eval mode.
+    example
+        An example input of batch size 1 (its shape fixes every axis but the first).
+    input_name, output_name
+        Tensor names in exported graphs.
+    contract
+        JSON-serialisable description: input shape, dtype, value range and preprocessing;
+        output shape and meaning (class or label names).
+    """
+
+    module: nn.Module
+    example: torch.Tensor
+    input_name: str
+    output_name: str
+    contract: dict[str, Any]
+
+
+@dataclass
 class TrainResult:
     """What a round of local training returns: metrics and the FedAvg weight (training samples)."""
 
@@ -173,12 +197,20 @@ class Task(ABC):
 
     def summary_columns(self, keys: Sequence[str]) -> list[str]:
         """Which final metrics (``test_*``/``val_*``) appear in sweep tables, in order."""
-        keep = [k for k in keys if not k.endswith(("_n", "_loss")) and k != "sel_round"]
+        keep = [k for k in keys if not k.endswith(("_n", "_loss", "_ci_low", "_ci_high")) and k != "sel_round"]
         order = {"test": 0, "sel": 1, "val": 2}
         return sorted(keep, key=lambda k: (order.get(k.split("_", 1)[0], 3), k))
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""
+
+    def inference_spec(self, model: nn.Module) -> InferenceSpec:
+        """How the trained ``model`` is applied outside fedsilo (``fedsilo export``)."""
+        raise NotImplementedError(f"task {self.name!r} does not define an inference contract, so it cannot be exported")
+
+    def intended_use(self) -> str:
+        """One paragraph for the model card: what the model is for and what it is not for."""
+        return "Research use only: not validated for clinical decisions."
 
 
 @contextlib.contextmanager

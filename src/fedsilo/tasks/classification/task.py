@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.federated import FederatedData
-from ...data.fundus import NUM_GRADES, federated_fundus
+from ...data.fundus import GRADE_NAMES, NUM_GRADES, federated_fundus
 from ...data.images import ImageDataset, iterate_batches
 from ...models.classifier import GradeCNN
 from ...privacy.dp import SiteDP
@@ -22,7 +22,7 @@ from ...training import (
     round_lr,
     snapshot_params,
 )
-from ..base import Task, TrainContext, TrainResult, evaluating
+from ..base import InferenceSpec, Task, TrainContext, TrainResult, evaluating
 from .metrics import grading_metrics
 
 
@@ -100,6 +100,13 @@ class ClassificationTask(Task):
         return F.cross_entropy(model(x), y)
 
     def evaluate(self, model: nn.Module, data: ImageDataset, device: torch.device) -> dict[str, float]:
+        return self._metrics(model, data, device, ci=True)
+
+    def evaluate_site(self, model: nn.Module, data: ImageDataset, device: torch.device) -> dict[str, float]:
+        return self._metrics(model, data, device, ci=False)
+
+    def _metrics(self, model: nn.Module, data: ImageDataset, device: torch.device, ci: bool) -> dict[str, float]:
+        """Grading metrics of ``model`` on ``data``; with ``ci`` also bootstrap 95% intervals."""
         if len(data) == 0:
             return {"n": 0}
         model.to(device)
@@ -109,4 +116,28 @@ class ClassificationTask(Task):
                 x, y = data.batch(idx, device)
                 logits.append(model(x).float().cpu())
                 targets.append(y.cpu())
-        return grading_metrics(torch.cat(logits), torch.cat(targets))
+        seed = derive_seed(self.cfg.experiment.seed, "ci") if ci else None
+        return grading_metrics(torch.cat(logits), torch.cat(targets), ci_seed=seed)
+
+    def inference_spec(self, model: nn.Module) -> InferenceSpec:
+        d = self.cfg.data
+        channels = 1 if d.preprocess.grayscale else 3
+        p = d.preprocess
+        steps = [f"resize to {d.image_size}x{d.image_size}", "grayscale" if p.grayscale else "RGB"]
+        steps += [f"CLAHE (clip {p.clahe_clip}, {p.clahe_tiles} tiles)"] * p.clahe
+        steps += [f"gamma {p.gamma}"] * (p.gamma != 1.0) + [f"quantise to {p.quantise_levels} levels"] * bool(p.quantise_levels)
+        contract = {
+            "input": {"name": "images", "shape": ["batch", channels, d.image_size, d.image_size], "dtype": "float32",
+                      "range": [-1.0, 1.0], "preprocessing": steps + ["scale [0, 1] -> [-1, 1]"]},
+            "output": {"name": "logits", "shape": ["batch", NUM_GRADES], "dtype": "float32",
+                       "meaning": "unnormalised log-probabilities of the ICDR grades; argmax = predicted grade",
+                       "classes": list(GRADE_NAMES)},
+        }
+        return InferenceSpec(model.eval(), torch.zeros(1, channels, d.image_size, d.image_size), "images", "logits",
+                             contract)
+
+    def intended_use(self) -> str:
+        return ("Research on federated diabetic-retinopathy grading (5 ICDR grades) from colour fundus "
+                "photographs: comparing federated, centralised and local training. Not a screening device: "
+                "it was not validated on a clinical population, and its kappa on the test split is the only "
+                "evidence of its quality.")
