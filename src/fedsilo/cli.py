@@ -148,6 +148,17 @@ def cmd_export(args: argparse.Namespace, tty: bool) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
+    from .predict import predict_path
+
+    summary = predict_path(args.run_dir, args.input, args.out, modality=args.modality, round_=args.round,
+                           site=args.site, device=args.device)
+    print(f"Segmented {len(summary.written)} case(s) into {summary.out} (label maps, volumes.csv, overlays/)")
+    for name, err in summary.failed.items():
+        print(f"fedsilo: case {name} failed: {err}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 def cmd_report(args: argparse.Namespace, tty: bool) -> int:
     from .report import run_report, sweep_report
     from .runs import RunDirError
@@ -318,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="folder for the model and contract (default RUN_DIR/export)")
     _add_weights_args(ex)
     ex.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="segment NIfTI volumes or DICOM series with a trained segmentation run")
+    pr.add_argument("run_dir", help="a finished segmentation run folder")
+    pr.add_argument("--input", required=True, help="a .nii/.nii.gz file, a DICOM series folder, or a folder of them")
+    pr.add_argument("--out", required=True, help="new or empty folder for label maps, volumes.csv and overlays")
+    pr.add_argument("--modality", choices=["ct", "mr"], help="modality of the inputs (NIfTI does not record it)")
+    pr.add_argument("--device", help="torch device (default: the run's experiment.device)")
+    _add_weights_args(pr)
+    pr.set_defaults(func=cmd_predict)
 
     cmp_ = sub.add_parser("compare", help="side-by-side table and overlaid curves of runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")

@@ -208,6 +208,12 @@ class Task(ABC):
         """How the trained ``model`` is applied outside fedsilo (``fedsilo export``)."""
         raise NotImplementedError(f"task {self.name!r} does not define an inference contract, so it cannot be exported")
 
+    def predict_probabilities(self, model: nn.Module, data: Any, device: torch.device) -> torch.Tensor:
+        """Class probabilities of ``model`` on a dataset (``fedsilo predict``): for segmentation
+        (N, K, H, W) per slice of a :class:`~fedsilo.data.abdomen.SliceDataset`, on the CPU."""
+        raise NotImplementedError(f"task {self.name!r} does not predict label maps (`fedsilo predict` "
+                                  f"needs a segmentation run)")
+
     def intended_use(self) -> str:
         """One paragraph for the model card: what the model is for and what it is not for."""
         return "Research use only: not validated for clinical decisions."
