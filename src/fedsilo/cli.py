@@ -32,13 +32,17 @@ logger = logging.getLogger("fedsilo.cli")
 EXIT_USER_ERROR = 2
 
 
+class UsageError(Exception):
+    """A bad command-line value (reported like other user errors: one line, exit code 2)."""
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.errors import DataError
     from .loop import FederationError
     from .runs import RunDirError
 
-    return (ConfigError, DataError, RunDirError, FederationError, FileNotFoundError)
+    return (ConfigError, DataError, RunDirError, FederationError, FileNotFoundError, UsageError)
 
 
 def setup_logging(verbose: bool) -> bool:
@@ -145,6 +149,18 @@ def cmd_export(args: argparse.Namespace, tty: bool) -> int:
 
     path = export_run(args.run_dir, args.format, args.out, round_=args.round, site=args.site)
     print(f"Exported: {path} (contract: {path.parent / f'contract-{args.format}.json'})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
+    from .sample import sample_run
+
+    try:
+        out = sample_run(args.run_dir, args.n, args.out, grade=args.grade, seed=args.seed, round_=args.round,
+                         site=args.site, device=args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"Wrote {args.n} synthetic images to {out} (images/ + labels.csv, synthetic.npz, provenance.json)")
     return 0
 
 
@@ -329,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="folder for the model and contract (default RUN_DIR/export)")
     _add_weights_args(ex)
     ex.set_defaults(func=cmd_export)
+
+    sa = sub.add_parser("sample", help="write a synthetic data set from a trained generator")
+    sa.add_argument("run_dir", help="a finished synthesis run folder")
+    sa.add_argument("--n", type=int, required=True, help="number of images")
+    sa.add_argument("--out", required=True, help="new or empty folder")
+    sa.add_argument("--grade", type=int, help="only this DR grade 0-4 (conditional generators)")
+    sa.add_argument("--seed", type=int, default=0, help="seed of the latent codes")
+    sa.add_argument("--device", help="torch device (default: the run's experiment.device)")
+    _add_weights_args(sa)
+    sa.set_defaults(func=cmd_sample)
 
     pr = sub.add_parser("predict", help="segment NIfTI volumes or DICOM series with a trained segmentation run")
     pr.add_argument("run_dir", help="a finished segmentation run folder")

@@ -208,6 +208,15 @@ class Task(ABC):
         """How the trained ``model`` is applied outside fedsilo (``fedsilo export``)."""
         raise NotImplementedError(f"task {self.name!r} does not define an inference contract, so it cannot be exported")
 
+    def generate(self, model: nn.Module, n: int, grade: int | None, seed: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Synthetic images of a generative model (``fedsilo sample``).
+
+        Returns images (n, C, H, W) in [-1, 1] and grades (n,) int64 on the CPU, and one sentence
+        saying where the grades come from (the conditioning, or a classifier's prediction).
+        """
+        raise NotImplementedError(f"task {self.name!r} has no generator (`fedsilo sample` needs a synthesis run)")
+
     def predict_probabilities(self, model: nn.Module, data: Any, device: torch.device) -> torch.Tensor:
         """Class probabilities of ``model`` on a dataset (``fedsilo predict``): for segmentation
         (N, K, H, W) per slice of a :class:`~fedsilo.data.abdomen.SliceDataset`, on the CPU."""
