@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import time
+import warnings
 
 from .common import write_section
 
@@ -21,6 +22,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller settings (smoke check)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' secure-RNG and hook notices
     names = args.only.split(",") if args.only else BENCHMARKS
     for name in names:
         try:
