@@ -54,3 +54,25 @@ def test_glossary_defines_prefixed_metrics():
     assert "kappa" in define("test_kappa")
     assert "mm" in define("val_hd95_mr_liver")
     assert define("test_unknown_thing") is None
+
+
+def test_sweep_report_plots_privacy_utility_when_epsilon_is_swept(tmp_path):
+    import csv
+    import json
+
+    from fedsilo.report.html import _privacy_utility
+
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "c.toml", "grid": {"privacy.epsilon": ["inf", "8", "2"]},
+                                                     "modes": ["federated"], "seeds": [0, 1], "overrides": []}))
+    with (tmp_path / "summary.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["privacy.epsilon", "mode", "seed", "run", "test_kappa", "test_kappa_ci_low", "audit_lira_auc"])
+        for eps, q, a in (("inf", 0.6, 0.7), ("8", 0.5, 0.55), ("2", 0.3, 0.5)):
+            for seed in (0, 1):
+                w.writerow([eps, "federated", seed, f"r{eps}{seed}", q + 0.01 * seed, 0.1, a])
+    html = _privacy_utility(tmp_path)
+    assert "data:image/png;base64," in html and "highest AUC" in html
+    # a sweep that did not vary epsilon gets no such section
+    (tmp_path / "sweep.json").write_text(json.dumps({"config": "c.toml", "grid": {"federation.num_sites": ["3"]},
+                                                     "modes": ["federated"], "seeds": [0], "overrides": []}))
+    assert _privacy_utility(tmp_path) == ""

@@ -230,6 +230,9 @@ def sweep_report(sweep_dir: str | Path) -> Path:
     bars = _sweep_bars(sweep_dir)
     if bars:
         sections.append(Section("Primary metric by setting and mode", bars))
+    trade_off = _privacy_utility(sweep_dir)
+    if trade_off:
+        sections.append(Section("Privacy-utility trade-off", trade_off, ["privacy_epsilon"]))
     links = []
     for report in sorted(sweep_dir.glob("*/*/seed-*/" + REPORT_FILE)):
         rel = report.relative_to(sweep_dir)
@@ -256,7 +259,7 @@ def _sweep_bars(sweep_dir: Path) -> str:
     if not rows:
         return ""
     fixed = {"mode", "seed", "run"}
-    metric_cols = [c for c in rows[0] if c.startswith("test_") and not c.endswith(("_n", "_loss"))]
+    metric_cols = [c for c in rows[0] if c.startswith("test_") and not c.endswith(("_n", "_loss", "_ci_low", "_ci_high"))]
     grid_cols = [c for c in rows[0] if c not in fixed and not c.startswith(("test_", "val_"))]
     parts = []
     for metric in metric_cols[:6]:
@@ -269,6 +272,44 @@ def _sweep_bars(sweep_dir: Path) -> str:
         groups = {g: {m: mean_std(v) for m, v in d.items()} for g, d in values.items()}
         parts.append(img(plots.bars_png(groups, metric), metric))
     return "".join(parts)
+
+
+def _privacy_utility(sweep_dir: Path) -> str:
+    """Quality and the strongest attack's AUC over ``privacy.epsilon`` when the sweep varied it."""
+    import csv
+
+    from ..summary import mean_std
+
+    path = sweep_dir / "summary.csv"
+    spec = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+    if not path.is_file() or "privacy.epsilon" not in spec.get("grid", {}):
+        return ""
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("mode") == "federated"]
+    if not rows or "privacy.epsilon" not in rows[0]:
+        return ""
+    quality = next((c for c in rows[0] if c.startswith("test_") and not c.endswith(("_n", "_loss", "_ci_low",
+                                                                                     "_ci_high"))), None)
+    aucs = [c for c in rows[0] if c.startswith("audit_") and c.endswith("_auc")]
+    if quality is None:
+        return ""
+    attack = max(aucs, key=lambda c: max((float(r[c]) for r in rows if r.get(c)), default=0.0)) if aucs else None
+
+    def order(eps: str) -> float:
+        return float("inf") if eps in ("inf", "") else float(eps)
+
+    points = []
+    for eps in sorted({r["privacy.epsilon"] for r in rows}, key=order):
+        group = [r for r in rows if r["privacy.epsilon"] == eps]
+        q = mean_std([float(r[quality]) for r in group if r.get(quality)])
+        a = None
+        if attack is not None and any(r.get(attack) for r in group):
+            a = mean_std([float(r[attack]) for r in group if r.get(attack)])
+        points.append((eps, q, a))
+    png = plots.privacy_utility_png(points, quality, attack or "")
+    note = ("<p>Federated runs; left axis: final test quality, right axis: the attack with the highest AUC "
+            "in any run (0.5 = the attacker cannot tell members from non-members).</p>")
+    return note + img(png, "privacy-utility") if png else ""
 
 
 # --------------------------------------------------------------------------------------------

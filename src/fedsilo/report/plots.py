@@ -119,3 +119,32 @@ def bars_png(groups: Mapping[str, Mapping[str, tuple[float, float]]], metric: st
     ax.legend(fontsize=8)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def privacy_utility_png(points: Sequence[tuple[str, tuple[float, float], tuple[float, float] | None]],
+                        quality: str, attack: str) -> bytes | None:
+    """Quality and attack success side by side over privacy levels (a privacy-utility sweep).
+
+    ``points`` are ``(label, (quality mean, std), (attack mean, std) or None)`` from the strongest
+    privacy (smallest epsilon) to none (``inf``), plotted in that order on a categorical axis.
+    """
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    xs = list(range(len(points)))
+    ax.errorbar(xs, [p[1][0] for p in points], yerr=[p[1][1] for p in points], marker="o", capsize=3,
+                color=_COLOURS(0), label=quality)
+    ax.set_ylabel(quality, color=_COLOURS(0))
+    ax.set_xticks(xs, [p[0] for p in points])
+    ax.set_xlabel("privacy budget (epsilon; inf = no DP)")
+    ax.grid(alpha=0.3)
+    attacked = [(x, p[2]) for x, p in zip(xs, points, strict=True) if p[2] is not None]
+    if attacked:
+        ax2 = ax.twinx()
+        ax2.errorbar([x for x, _ in attacked], [a[0] for _, a in attacked], yerr=[a[1] for _, a in attacked],
+                     marker="s", capsize=3, color=_COLOURS(3), label=attack)
+        ax2.axhline(0.5, color=_COLOURS(3), ls=":", lw=1)
+        ax2.set_ylabel(f"{attack} (0.5 = chance)", color=_COLOURS(3))
+    ax.set_title("privacy-utility trade-off", fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)
