@@ -83,6 +83,10 @@ def test_find_cases(tmp_path):
     cases = find_cases(tmp_path, "mr")
     assert [(c.case_id, c.modality) for c in cases] == [("a", "mr"), ("b", "mr")]
     assert [c.case_id for c in find_cases(tmp_path / "a.nii.gz")] == ["a"]
+    (tmp_path / "label_a.nii.gz").write_bytes(b"")  # label maps beside scans are not cases
+    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "labelsTr" / "c.nii.gz").write_bytes(b"")
+    assert [c.case_id for c in find_cases(tmp_path, "mr")] == ["a", "b"]
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="notes.txt: unsupported input"):
         find_cases(tmp_path / "notes.txt")

@@ -107,9 +107,10 @@ def cmd_run(args: argparse.Namespace, tty: bool) -> int:
 
 
 def _print_run_summary(run) -> None:
-    from .summary import scope_table, text_table
+    from .summary import headline_columns, scope_table, text_table
+    from .tasks import make_task
 
-    header, rows = scope_table(run)
+    header, rows = scope_table(run, headline_columns(run, make_task(run.cfg)))
     if rows:
         print(f"\nFinal metrics ({run.cfg.experiment.mode}, {run.cfg.federation.rounds} rounds):")
         print(text_table(header, rows))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,37 @@ def final_rows(run: RunDir) -> dict[str, dict[str, Any]]:
     return out
 
 
-def final_metrics(run: RunDir) -> dict[str, float]:
+@dataclass
+class MetricTable:
+    """An extra sweep table: one row per grid point and mode, one column per metric key.
+
+    Attributes
+    ----------
+    name
+        File stem (``<name>.csv``, ``<name>.md``).
+    title
+        Heading in summary.md.
+    columns
+        Column titles (e.g. organ names).
+    keys
+        Final-metric key of each column (e.g. ``test_dice3d_mr_liver``).
+    higher_is_better
+        Direction of "% of centralised".
+    """
+
+    name: str
+    title: str
+    columns: list[str]
+    keys: list[str]
+    higher_is_better: bool = True
+
+
+def final_metrics(run: RunDir, include: Callable[[str, str], bool] | None = None) -> dict[str, float]:
     """The run's headline numbers: global metrics, or the mean over sites where there is no
-    global model (the ``local`` reference evaluates each site's own model)."""
+    global model (the ``local`` reference evaluates each site's own model).
+
+    ``include(key, site)`` chooses which sites' values enter that mean (default: all sites).
+    """
     rows = final_rows(run)
     metrics = {k: float(v) for k, v in rows.get("global", {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k.startswith(("test_", "val_"))}
@@ -33,7 +62,8 @@ def final_metrics(run: RunDir) -> dict[str, float]:
         if key in metrics:
             continue
         vals = [float(rows[s][key]) for s in site_names
-                if isinstance(rows[s].get(key), (int, float)) and rows[s][key] is not None]
+                if isinstance(rows[s].get(key), (int, float)) and rows[s][key] is not None
+                and (include is None or include(key, s))]
         if vals:
             metrics[key] = float(np.mean(vals))
     metrics.update(privacy_metrics(rows))
@@ -125,6 +155,14 @@ def scope_table(run: RunDir, columns: Sequence[str] | None = None) -> tuple[list
 
     body = [[s, *(cell(rows[s], c) for c in columns)] for s in scopes]
     return ["scope", *columns], body
+
+
+def headline_columns(run: RunDir, task: Any) -> list[str]:
+    """The columns of a run's final-metrics table: the task's sweep columns (without the
+    model-selection ``sel_*`` ones), e.g. kappa and accuracy, or mean Dice per modality."""
+    keys = sorted({k for values in final_rows(run).values() for k, v in values.items()
+                   if k.startswith(("val_", "test_")) and isinstance(v, (int, float))})
+    return [c for c in task.summary_columns(keys) if not c.startswith("sel_")]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

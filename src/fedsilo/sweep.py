@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import ConfigError, ExperimentConfig, load_config
 from .runs import RunDir, RunDirError, atomic_write_text
-from .summary import final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
+from .summary import MetricTable, final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -131,22 +131,24 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
 
 
 def write_summary(runs: list[SweepRun], out: Path) -> Path:
-    """summary.csv (one line per run) and summary.md (mean ± std over seeds, % of centralised)."""
+    """summary.csv (one line per run) and summary.md (mean ± std over seeds, % of centralised),
+    plus the task's extra tables (:meth:`~fedsilo.tasks.Task.sweep_tables`) as ``<name>.csv`` and
+    sections of summary.md."""
     from .tasks import task_registry
 
     task = task_registry()[runs[0].cfg.experiment.task](runs[0].cfg)
     per_run = {}
     for r in runs:
         run = RunDir.open(r.path)
-        per_run[r.path] = {**final_metrics(run), **selected_metrics(run, task.primary_metric, task.higher_is_better)}
+        per_run[r.path] = {**final_metrics(run, task.counts_in_site_mean),
+                           **selected_metrics(run, task.primary_metric, task.higher_is_better)}
     all_keys = sorted({k for m in per_run.values() for k in m})
     metric_keys = task.summary_columns(all_keys)
     # privacy columns side by side with quality, whatever columns the task chose
     metric_keys += [k for k in all_keys if k.startswith(("privacy_", "audit_")) and k not in metric_keys]
-    percent = {f"test_{task.primary_metric}": task.higher_is_better,
-               f"sel_test_{task.primary_metric}": task.higher_is_better,
-               **{f"test_{k}": hib for k, hib in task.percent_metrics.items()}}
-    percent = {k: hib for k, hib in percent.items() if any(k in m for m in per_run.values())}
+    percent = task.percent_keys(all_keys)
+    if f"sel_test_{task.primary_metric}" in all_keys:
+        percent[f"sel_test_{task.primary_metric}"] = task.higher_is_better
 
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -171,10 +173,44 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
             cells.append("–" if pct != pct else f"{pct:.1f}%")
         n = len(groups[(combo, mode)])
         rows.append([combo_slug(combo), mode, str(n), *(pm(*st.get(k, nan), n=n) for k in metric_keys), *cells])
+    text = ("# Sweep summary\n\nMean ± std over seeds of the final round; `sel_*` columns: "
+            "the round with the best global validation score (model selection on the sites' "
+            "validation splits, not on the test split).\n\n"
+            f"{markdown_table(header, rows)}\n")
+    for table in task.sweep_tables(all_keys):
+        text += f"\n## {table.title}\n\n{write_metric_table(table, stats, groups, out)}\n"
     md = out / "summary.md"
-    atomic_write_text(md, "# Sweep summary\n\nMean ± std over seeds of the final round; `sel_*` columns: "
-                          "the round with the best global validation score (model selection on the sites' "
-                          "validation splits, not on the test split).\n\n"
-                          f"{markdown_table(header, rows)}\n")
+    atomic_write_text(md, text)
     logger.info("Sweep summary: %s", md)
     return md
+
+
+def write_metric_table(table: MetricTable, stats: dict[tuple[tuple[tuple[str, str], ...], str],
+                                                       dict[str, tuple[float, float]]],
+                       groups: dict[tuple[tuple[tuple[str, str], ...], str], dict[Path, dict[str, float]]],
+                       out: Path) -> str:
+    """Write ``<name>.csv`` (mean, std, % of centralised per column) and return the Markdown table
+    (``mean ± std`` and, where a centralised run of the same grid point exists, its percentage)."""
+    nan = (float("nan"), 0.0)
+    md_rows, csv_rows = [], []
+    for (combo, mode), st in stats.items():
+        ref = stats.get((combo, "centralised"), {})
+        cells, flat = [], []
+        for key in table.keys:
+            mean, std = st.get(key, nan)
+            pct = percent_of(mean, ref.get(key, nan)[0], table.higher_is_better)
+            cell = pm(mean, std, 3)
+            if pct == pct and mode != "centralised":
+                cell += f" ({pct:.0f}%)"
+            cells.append(cell)
+            flat += ["" if mean != mean else f"{mean:.6g}", "" if mean != mean else f"{std:.6g}",
+                     "" if pct != pct else f"{pct:.2f}"]
+        label = [combo_slug(combo), mode, str(len(groups[(combo, mode)]))]
+        md_rows.append([*label, *cells])
+        csv_rows.append([*label, *flat])
+    with (out / f"{table.name}.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["grid", "mode", "seeds",
+                         *(f"{c}_{part}" for c in table.columns for part in ("mean", "std", "pct_of_centralised"))])
+        writer.writerows(csv_rows)
+    return markdown_table(["grid", "mode", "seeds", *table.columns], md_rows)

@@ -263,6 +263,60 @@ class ClassifierSection:
     hflip: bool = param(True, "Random horizontal flips in training (fundus laterality carries no grade).")
 
 
+SegMethod = Literal["none", "gin", "gin+ipa", "randconv", "prorandconv", "fmaug", "raffesdg", "dsbn"]
+UNetNorm = Literal["batch", "instance", "group", "dsbn"]
+
+
+@dataclass
+class SegmentationSection:
+    method: SegMethod = param(
+        "gin",
+        "Cross-modality method: an intensity augmentation (none, gin, gin+ipa, randconv, prorandconv, fmaug, "
+        "raffesdg) with unet.norm, or dsbn (no augmentation, one batch norm per modality).",
+    )
+    lambda_dice: float = param(1.0, "Weight of the (marginal) soft Dice term of the loss.", ge=0.0)
+    lambda_ce: float = param(1.0, "Weight of the (marginal) cross-entropy term of the loss.", ge=0.0)
+    hd95: bool = param(True, "Compute 3D HD95 (mm) per organ on the test sets (slower than Dice).")
+    overlays: bool = param(True, "Write overlay PNGs (image, truth, prediction) per test modality.")
+
+    def validate(self, prefix: str) -> None:
+        if self.lambda_dice == 0 and self.lambda_ce == 0:
+            raise ConfigError(f"{prefix}.lambda_dice and lambda_ce must not both be 0")
+
+
+@dataclass
+class UNetSection:
+    base_width: int = param(16, "Channels of the first U-Net level (doubled per level).", ge=1)
+    depth: int = param(4, "U-Net levels (depth - 1 down-samplings; data.volume.size must divide by 2**(depth-1)).",
+                       ge=2, le=7)
+    num_res_units: int = param(1, "Residual units per block (MONAI UNet).", ge=0, le=4)
+    norm: UNetNorm = param(
+        "batch", "Normalisation: batch, instance, group, or dsbn (one batch norm per modality; "
+                 "segmentation.method = 'dsbn' sets it).",
+    )
+    dropout: float = param(0.0, "Dropout probability in the U-Net blocks.", ge=0.0, lt=1.0)
+
+
+@dataclass
+class AugmentSection:
+    prob: float = param(1.0, "Probability that a training slice is augmented (0 = never).", ge=0.0, le=1.0)
+    gin_layers: int = param(4, "GIN / IPA: random conv layers (Ouyang et al.: 4).", ge=2, le=8)
+    gin_channels: int = param(2, "GIN / IPA: intermediate channels (Ouyang et al.: 2).", ge=1, le=16)
+    consistency_weight: float = param(
+        1.0, "gin+ipa: weight of the consistency loss between the two views' predictions.", ge=0.0
+    )
+    consistency_kind: Literal["kl", "js", "symmetric_kl"] = param(
+        "kl", "gin+ipa: consistency divergence (kl = Ouyang et al.'s reference code).")
+    randconv_kernels: list[int] = param([1, 3, 5, 7], "randconv: kernel sizes drawn from (odd).", ge=1)
+    fmaug_band: float = param(0.1, "fmaug: low-frequency band (fraction of the spectrum) whose amplitude is mixed.",
+                              gt=0.0, lt=1.0)
+
+    def validate(self, prefix: str) -> None:
+        if not self.randconv_kernels or any(k % 2 == 0 for k in self.randconv_kernels):
+            raise ConfigError(f"{prefix}.randconv_kernels must be a non-empty list of odd sizes, "
+                              f"got {self.randconv_kernels!r}")
+
+
 @dataclass
 class EvalSection:
     batch_size: int = param(256, "Evaluation batch size.", ge=1)
@@ -392,6 +446,9 @@ class ExperimentConfig:
     federation: FederationSection = section(FederationSection, "Rounds, sites, sampling and strategy.")
     train: TrainSection = section(TrainSection, "Local training at each site.")
     classifier: ClassifierSection = section(ClassifierSection, "DR-grade CNN classifier (task = classification).")
+    segmentation: SegmentationSection = section(SegmentationSection, "Organ segmentation (task = segmentation).")
+    unet: UNetSection = section(UNetSection, "2D U-Net (task = segmentation).")
+    augment: AugmentSection = section(AugmentSection, "Intensity augmentation options (task = segmentation).")
     eval: EvalSection = section(EvalSection, "Evaluation.")
     simulation: SimulationSection = section(SimulationSection, "Flower simulation engine settings.")
     privacy: PrivacySection = section(PrivacySection, "Differential privacy in training (sample- or client-level).")
@@ -442,3 +499,11 @@ class ExperimentConfig:
                     "federation.strategy.local_norm must be false with privacy.mode = 'client' "
                     "(group-local arrays would be shared without noise)"
                 )
+        if self.experiment.task == "segmentation":
+            if self.data.source != "volumes":
+                raise ConfigError(f"data.source must be 'volumes' when experiment.task = 'segmentation', "
+                                  f"got {self.data.source!r}")
+            step = 2 ** (self.unet.depth - 1)
+            if self.data.volume.size % step:
+                raise ConfigError(f"data.volume.size must be divisible by 2**(unet.depth - 1) = {step}, "
+                                  f"got {self.data.volume.size}")

@@ -115,7 +115,7 @@ def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
         if client_dp:
             raise ValueError(f"task {task.name!r} keeps arrays local to groups of sites, which client-level DP "
                              f"cannot noise; use privacy.mode = 'sample'")
-        return LocalStateStrategy(base, rule[0])
+        return LocalStateStrategy(base, rule[0], owner=rule[2] if len(rule) > 2 else None)
     if client_dp:
         from ..privacy.client_dp import wrap_client_dp
 
@@ -350,7 +350,8 @@ class FederatedRounds:
                     rows.append(Row("global", {k: float(v) for k, v in agg.items()}))
         test = self._test_data()
         if test is not None:
-            if isinstance(self.strategy, LocalStateStrategy) and (rnd > 0 or self.cfg.experiment.mode == "local"):
+            per_group = isinstance(self.strategy, LocalStateStrategy) and not self.strategy.has_owners
+            if per_group and (rnd > 0 or self.cfg.experiment.mode == "local"):
                 for group in dict.fromkeys(self.group_of(s) for s in self.sites):
                     arrays = self.strategy.personalised(self.arrays, group)
                     m = self.task.evaluate(self._model(arrays), test, self.device)

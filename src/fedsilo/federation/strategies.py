@@ -106,14 +106,26 @@ class LocalStateStrategy(Strategy):
     groups
         Node id -> group name (a site name for FedBN/local mode, a modality for DSBN). Set
         later with :meth:`set_groups` when node ids are only known at run time.
+    owner
+        Optional ``key -> group | None``: the group whose copy of a local array replaces the base
+        strategy's aggregate in the global arrays (DSBN: ``...bns.mr...`` comes from the MR group),
+        so the global model carries every group's own arrays. Those arrays are plain
+        example-weighted means within their group (a server optimiser does not see them).
     """
 
     def __init__(self, base: Strategy, is_local: Callable[[str], bool],
-                 groups: Mapping[int, str] | None = None) -> None:
+                 groups: Mapping[int, str] | None = None,
+                 owner: Callable[[str], str | None] | None = None) -> None:
         self.base = base
         self.is_local = is_local
         self._groups: dict[int, str] = dict(groups or {})
+        self._owner = owner
         self.local: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def has_owners(self) -> bool:
+        """Whether the global arrays carry each group's own local arrays (see ``owner``)."""
+        return self._owner is not None
 
     def set_groups(self, groups: Mapping[int, str]) -> None:
         """Node id -> group name."""
@@ -173,6 +185,12 @@ class LocalStateStrategy(Strategy):
                 avg = sum(w * a.astype(np.float64) for w, a in zip(weights, stack, strict=True))
                 local[key] = np.asarray(avg).astype(stack[0].dtype)
             self.local[group] = local
+        if self._owner is not None and arrays is not None:
+            merged = ArrayRecord()
+            for key, value in arrays.items():
+                own = self.local.get(self._owner(key) or "", {})
+                merged[key] = Array(own[key]) if key in own else value
+            arrays = merged
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

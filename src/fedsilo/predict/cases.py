@@ -3,11 +3,28 @@ folder holding any number of both (DICOM series in sub-folders)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from ..data.errors import DataError
 from ..data.sources.nifti import NIFTI_SUFFIXES
 from ..data.sources.volume import CaseRef, check_modality
+
+
+logger = logging.getLogger(__name__)
+
+#: File stems and folders that hold label maps, not scans (CHAOS ``label_<id>``, TotalSegmentator
+#: ``seg``, nnU-Net ``labelsTr``): skipped when a folder is searched.
+_LABEL_STEM = re.compile(r"(^|[_.-])(labels?|seg|segmentation|masks?)([_.-]|$)", re.I)
+_LABEL_DIRS = {"labelstr", "labelsts", "labels", "segmentations"}
+
+
+def looks_like_labels(path: Path, root: Path) -> bool:
+    """Whether a NIfTI file under ``root`` is named like a label map rather than a scan."""
+    if _LABEL_STEM.search(case_name(path)):
+        return True
+    return any(part.lower() in _LABEL_DIRS for part in path.relative_to(root).parts[:-1])
 
 
 def case_name(path: Path) -> str:
@@ -25,7 +42,9 @@ def find_cases(path: str | Path, modality: str | None = None) -> list[CaseRef]:
     Parameters
     ----------
     path
-        A ``.nii``/``.nii.gz`` file, a DICOM series folder, or a folder of those.
+        A ``.nii``/``.nii.gz`` file, a DICOM series folder, or a folder of those (in a folder,
+        files named like label maps -- ``label_*``, ``*_seg``, ``seg``, ``mask``, or inside
+        ``labelsTr/`` -- are skipped).
     modality
         ``ct`` or ``mr`` for every case; None takes DICOM's Modality tag (NIfTI files then
         fail to load with a message asking for ``--modality``).
@@ -48,7 +67,11 @@ def find_cases(path: str | Path, modality: str | None = None) -> list[CaseRef]:
         files = [root]
         series: list[Path] = []
     else:
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+        found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+        files = [p for p in found if not looks_like_labels(p, root)]
+        if len(files) < len(found):
+            logger.info("Skipping %d label map(s) under %s (names like label_*, seg, labelsTr/): %s",
+                        len(found) - len(files), root, ", ".join(p.name for p in found if p not in files))
         series = find_series_folders(root)
     cases = [CaseRef(case_name(p), mod, p) for p in files] + [CaseRef(case_name(p), mod, p) for p in series]
     if not cases:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runs import RunDir, atomic_write_text
-from ..summary import final_rows, fmt, scope_table
+from ..summary import final_rows, fmt, headline_columns, scope_table
 from . import plots
 from .glossary import definitions
 
@@ -156,7 +156,9 @@ def _curves_section(run: RunDir, rows: list[dict], metrics: Sequence[str]) -> Se
 
 
 def _final_section(run: RunDir) -> Section:
-    header, body = scope_table(run)
+    from ..tasks import make_task
+
+    header, body = scope_table(run, headline_columns(run, make_task(run.cfg)))
     return Section("Final metrics", table(header, body) if body else "", list(header[1:]))
 
 

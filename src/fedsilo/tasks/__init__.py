@@ -9,8 +9,9 @@ from .base import Task, TrainContext, TrainResult
 def task_registry() -> dict[str, type[Task]]:
     """Task classes by name (imported lazily so a task's heavy dependencies load only when used)."""
     from .classification import ClassificationTask
+    from .segmentation import SegmentationTask
 
-    return {cls.name: cls for cls in (ClassificationTask,)}
+    return {cls.name: cls for cls in (ClassificationTask, SegmentationTask)}
 
 
 def make_task(cfg: ExperimentConfig) -> Task:

@@ -19,6 +19,11 @@ from torch import nn
 from ..config import ExperimentConfig
 from ..data.federated import FederatedData, SiteData
 from ..seeding import derive_seed
+from ..summary import MetricTable
+
+#: What :meth:`Task.local_state` returns: ``(is_local, group_by)`` or ``(is_local, group_by, owner)``.
+LocalStateRule = (tuple[Callable[[str], bool], str]
+                  | tuple[Callable[[str], bool], str, Callable[[str], str | None]])
 
 
 @dataclass
@@ -172,13 +177,15 @@ class Task(ABC):
         evaluation is expensive, e.g. GAN metrics, return cheaper ones here). ``n`` = samples."""
         return self.evaluate(model, data, device)
 
-    def local_state(self) -> tuple[Callable[[str], bool], str] | None:
+    def local_state(self) -> LocalStateRule | None:
         """Arrays that must not be averaged across all sites, and how sites are grouped.
 
         Returns ``(is_local(key), group_by)`` with ``group_by`` a key of the sites' info
         (e.g. ``"modality"`` for domain-specific batch norm: those arrays are averaged only among
-        sites of one modality), or None (the default: everything shared unless the strategy
-        says otherwise).
+        sites of one modality), optionally followed by ``owner(key) -> group | None``: the group
+        whose copy of a local array goes into the global model (DSBN: the ``mr`` batch norms come
+        from the MR sites), so that one global model serves every group. Returns None (the
+        default) when everything is shared unless the strategy says otherwise.
         """
         return None
 
@@ -200,6 +207,26 @@ class Task(ABC):
         keep = [k for k in keys if not k.endswith(("_n", "_loss", "_ci_low", "_ci_high")) and k != "sel_round"]
         order = {"test": 0, "sel": 1, "val": 2}
         return sorted(keep, key=lambda k: (order.get(k.split("_", 1)[0], 3), k))
+
+    def percent_keys(self, keys: Sequence[str]) -> dict[str, bool]:
+        """Final-metric keys given as "% of centralised" in the sweep summary -> higher is better.
+
+        Default: ``test_<primary_metric>`` and ``test_<k>`` for :attr:`percent_metrics`, where present.
+        """
+        wanted = {f"test_{self.primary_metric}": self.higher_is_better,
+                  **{f"test_{k}": hib for k, hib in self.percent_metrics.items()}}
+        present = set(keys)
+        return {k: hib for k, hib in wanted.items() if k in present}
+
+    def counts_in_site_mean(self, key: str, site: str) -> bool:
+        """Whether ``site``'s final value of metric ``key`` enters the mean over sites that
+        summarises a run without a global model (the ``local`` reference). Default: every site
+        (a task may keep, e.g., only sites of the test set's modality)."""
+        return True
+
+    def sweep_tables(self, keys: Sequence[str]) -> list[MetricTable]:
+        """Extra tables of a sweep summary (e.g. Dice per organ), built from final-metric ``keys``."""
+        return []
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""

@@ -1,4 +1,4 @@
-"""fedsilo.tasks.segmentation: cross-modality organ segmentation (FedGIN) building blocks."""
+"""fedsilo.tasks.segmentation: cross-modality organ segmentation (FedGIN)."""
 
 from .losses import marginal_log_probs, masked_dice_ce
 from .metrics import (
@@ -10,8 +10,15 @@ from .metrics import (
     per_patient_hd95,
     stack_slices,
 )
+from .methods import METHODS, Method, make_augmentation, resolve_method
+from .task import SegmentationTask
 
 __all__ = [
+    "METHODS",
+    "Method",
+    "SegmentationTask",
+    "make_augmentation",
+    "resolve_method",
     "as_annotated",
     "dice_per_class",
     "hd95_per_class",

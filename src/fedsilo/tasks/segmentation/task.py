@@ -1,0 +1,271 @@
+"""The segmentation task: one multi-class 2D U-Net for every organ and both modalities (FedGIN).
+
+Dudda Nagaraju et al., "FedGIN: Federated learning with dynamic global intensity non-linear
+augmentation for organ segmentation using multi-modal images" (arXiv 2508.05137) and
+"Federated Learning for Cross-Modality Medical Image Segmentation via Augmentation-Driven
+Generalization" (arXiv 2602.20773): CT-only and MRI-only sites train one segmentation model;
+each site augments its slices with GIN (Ouyang et al., IEEE TMI 2022) so that the model sees
+intensity distributions beyond its own modality. The reference code trains one binary model per
+organ; here one model predicts all organs, and a site's unannotated organs are marginalised into
+background in its loss (:func:`~fedsilo.tasks.segmentation.losses.masked_dice_ce`), never trained
+as background.
+
+Methods (``segmentation.method``, see :mod:`~fedsilo.tasks.segmentation.methods`): none, gin,
+gin+ipa, randconv, prorandconv, fmaug, raffesdg and dsbn; DSBN's batch norms are averaged only
+among sites of one modality (:meth:`SegmentationTask.local_state`) and every prediction uses the
+batch norms of its slice's modality.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...augment import consistency_loss
+from ...data.abdomen import SliceDataset, default_name, federated_volumes
+from ...data.federated import FederatedData
+from ...data.labels import NUM_CLASSES, ORGANS
+from ...models.dsbn import norm_key_domains
+from ...models.unet import DEFAULT_DOMAINS, build_unet
+from ...progress import current
+from ...seeding import derive_seed, torch_generator
+from ...summary import MetricTable
+from ...training import make_optimizer, num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
+from ..base import InferenceSpec, LocalStateRule, Task, TrainContext, TrainResult
+from .evaluation import (
+    FAMILIES,
+    forward_by_domain,
+    merge_test_sets,
+    modality_metrics,
+    predict,
+    probabilities,
+    slice_dice,
+)
+from .losses import masked_dice_ce
+from .methods import Method, make_augmentation, resolve_method
+from .metrics import nanmean_per_class
+from .overlays import pick_slices, save_overlay
+
+__all__ = ["SegmentationTask"]
+
+logger = logging.getLogger(__name__)
+
+_KEY_RE = re.compile(r"^test_(dice3d|dice2d|hd95)_([a-z]+)_([a-z_]+)$")
+
+
+class SegmentationTask(Task):
+    """Federated multi-organ segmentation of abdominal CT and MRI slices."""
+
+    name = "segmentation"
+    primary_metric = "dice3d_mean"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.method: Method = resolve_method(cfg.segmentation.method, cfg.unet.norm)
+        self._test: SliceDataset | bool | None = None
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def _make_model(self) -> nn.Module:
+        u = self.cfg.unet
+        return build_unet(
+            in_channels=2 * self.cfg.data.volume.context + 1, num_classes=NUM_CLASSES, norm=self.method.norm,
+            base_width=u.base_width, depth=u.depth, num_res_units=u.num_res_units, dropout=u.dropout,
+            domains=DEFAULT_DOMAINS if self.method.dsbn else None,
+        )
+
+    def local_state(self) -> LocalStateRule | None:
+        """DSBN: each domain's batch-norm arrays are averaged among the sites of that modality, and
+        the global model takes the ``<d>`` batch norms from the modality-``<d>`` sites."""
+        if not self.method.dsbn:
+            return None
+        domains = {k: d for k, d in norm_key_domains(self.build_model()).items() if d is not None}
+        return domains.__contains__, "modality", domains.get
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def federated_data(self) -> FederatedData[SliceDataset]:
+        return federated_volumes(self.cfg)
+
+    def pooled_train(self) -> SliceDataset:
+        return SliceDataset.concat([s.train for s in self.federated_data().sites])
+
+    def site_modalities(self) -> dict[str, str]:
+        """Site name -> modality, from the config (no data loaded)."""
+        return {default_name(spec, i): spec.modality for i, spec in enumerate(self.cfg.data.sites)}
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.segmentation
+        return masked_dice_ce(logits, y, mask, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce)
+
+    def train(self, model: nn.Module, data: SliceDataset, ctx: TrainContext) -> TrainResult:
+        cfg = self.cfg
+        seed = cfg.experiment.seed
+        if data.labels is None:
+            raise ValueError(f"site {ctx.site_name!r}: training data must be labelled")
+        gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
+        torch.manual_seed(derive_seed(seed, "dropout", ctx.round, ctx.site_index))
+        augment = make_augmentation(cfg, ctx.round, ctx.site_index)
+        model.to(ctx.device).train()
+        opt = make_optimizer(model.parameters(), cfg.train, lr=round_lr(cfg.train, ctx.round, cfg.federation.rounds))
+        anchor = snapshot_params(model) if ctx.proximal_mu else None
+        reporter = current()
+        reporter.site_started(ctx.site_name, num_round_batches(len(data), cfg.train))
+        totals = {"train_loss": 0.0, "train_consistency": 0.0}
+        count = 0
+        dsbn, weight = self.method.dsbn, cfg.augment.consistency_weight
+        for idx in round_batches(len(data), cfg.train, gen):
+            x, y, mask = data.batch(idx, ctx.device)
+            mods = data.modalities[idx.numpy()]
+            if augment.n_views == 2:
+                v1, v2 = augment(x)
+                logits = forward_by_domain(model, torch.cat([v1, v2]), np.concatenate([mods, mods]), dsbn)
+                l1, l2 = logits.chunk(2)
+                seg = 0.5 * (self._loss(l1, y, mask) + self._loss(l2, y, mask))
+                cons = consistency_loss([l1, l2], cfg.augment.consistency_kind)
+                loss = seg + weight * cons
+                totals["train_consistency"] += float(cons.detach()) * len(idx)
+            else:
+                seg = loss = self._loss(forward_by_domain(model, augment(x), mods, dsbn), y, mask)
+            opt.zero_grad(set_to_none=True)
+            (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
+            opt.step()
+            totals["train_loss"] += float(seg.detach()) * len(idx)
+            count += len(idx)
+            reporter.batch_done(ctx.site_name)
+        reporter.site_finished(ctx.site_name)
+        metrics = {"train_loss": totals["train_loss"] / max(count, 1)}
+        if augment.n_views == 2:
+            metrics["train_consistency"] = totals["train_consistency"] / max(count, 1)
+        return TrainResult(metrics, num_examples=len(data))
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def test_data(self) -> SliceDataset | None:
+        """Every ``[[data.test]]`` set in one dataset (patient ids prefixed with the set's name)."""
+        if self._test is None:
+            self._test = merge_test_sets(self.federated_data().test) or False
+        return self._test or None
+
+    def evaluate(self, model: nn.Module, data: Any, device: torch.device) -> dict[str, float]:
+        """Per-organ, per-modality 2D/3D Dice and HD95 (mm) on held-out test patients
+        (see :mod:`~fedsilo.tasks.segmentation.evaluation` for the names)."""
+        data = merge_test_sets(data)
+        if data is None or not len(data):
+            return {"n": 0}
+        pred = predict(model, data, device, self.cfg.eval.batch_size, self.method.dsbn)
+        return {**modality_metrics(pred, data, hd95=self.cfg.segmentation.hd95), "n": float(len(data))}
+
+    def evaluate_site(self, model: nn.Module, data: SliceDataset, device: torch.device) -> dict[str, float]:
+        """Cheap site validation: mean 2D slice Dice over the organs the site annotates, and the loss."""
+        if not len(data) or data.labels is None:
+            return {"n": 0}
+        pred = predict(model, data, device, self.cfg.eval.batch_size, self.method.dsbn)
+        per_class = nanmean_per_class(slice_dice(pred, data.labels.long(), data.class_mask))[1:]
+        defined = per_class[np.isfinite(per_class)]
+        return {"dice2d_mean": float(defined.mean()) if defined.size else 0.0, "n": len(data)}
+
+    def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
+        """``overlays/<modality>-round-<r>.png``: image, truth, prediction for a few test patients."""
+        if not self.cfg.segmentation.overlays:
+            return
+        data = self.test_data()
+        if data is None or data.labels is None or not len(data):
+            return
+        for mod in sorted(set(data.modalities.tolist())):
+            idx = pick_slices(data, mod)
+            if not len(idx):
+                continue
+            pred = predict(model, data, device, self.cfg.eval.batch_size, self.method.dsbn, idx).numpy()
+            centre = data.images.shape[1] // 2
+            titles = [f"{data.patient_ids[i]} z={data.slice_index[i]}" for i in idx]
+            save_overlay(Path(out_dir) / "overlays" / f"{mod}-round-{rnd:03d}.png",
+                         data.images[torch.as_tensor(idx), centre].numpy(), data.labels[torch.as_tensor(idx)].numpy(),
+                         pred, titles)
+
+    # -- use ------------------------------------------------------------------------------------
+
+    def predict_probabilities(self, model: nn.Module, data: SliceDataset, device: torch.device) -> torch.Tensor:
+        return probabilities(model, data, device, self.cfg.eval.batch_size, self.method.dsbn)
+
+    def inference_spec(self, model: nn.Module) -> InferenceSpec:
+        """The U-Net on preprocessed slices; a DSBN model is exported once per modality is not
+        supported (the exported graph would fix one modality's batch norms)."""
+        if self.method.dsbn:
+            raise NotImplementedError("a DSBN model routes each slice through its modality's batch norms; export "
+                                      "supports single-path models (methods other than dsbn)")
+        v = self.cfg.data.volume
+        channels = 2 * v.context + 1
+        contract = {
+            "input": {"name": "slices", "shape": ["batch", channels, v.size, v.size], "dtype": "float32",
+                      "range": [0.0, 1.0],
+                      "preprocessing": [f"axial slices in radiological display (patient right on the image left, "
+                                        f"anterior up)", f"CT: window level {v.ct_level:g} / width {v.ct_width:g} HU "
+                                        f"-> [0, 1]", f"MR: clip to percentiles {v.mr_lower_percentile:g}-"
+                                        f"{v.mr_upper_percentile:g} per volume, then {v.mr_method}",
+                                        f"pad to square, resize in-plane to {v.size}x{v.size}"
+                                        + (", cropped to the body first" if v.crop_foreground else ""),
+                                        f"{channels} channel(s): the slice"
+                                        + (f" and {v.context} neighbour(s) on each side" if v.context else "")]},
+            "output": {"name": "logits", "shape": ["batch", NUM_CLASSES, v.size, v.size], "dtype": "float32",
+                       "meaning": "unnormalised class scores per pixel; argmax over dim 1 = organ id",
+                       "classes": list(ORGANS)},
+        }
+        return InferenceSpec(model.eval(), torch.zeros(1, channels, v.size, v.size), "slices", "logits", contract)
+
+    def intended_use(self) -> str:
+        return ("Research on federated multi-organ segmentation of abdominal CT and MRI across sites that hold "
+                "one modality each (FedGIN): comparing intensity augmentations and normalisations. Not for "
+                "clinical contouring: organ volumes and boundaries are not validated against expert review.")
+
+    # -- tables --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _modalities(keys: Sequence[str]) -> list[str]:
+        return sorted({m.group(2) for k in keys if (m := _KEY_RE.match(k))})
+
+    def summary_columns(self, keys: Sequence[str]) -> list[str]:
+        present = set(keys)
+        cols = ["test_dice3d_mean"]
+        for mod in self._modalities(keys):
+            cols += [f"test_{fam}_{mod}_mean" for fam in FAMILIES]
+        cols.append("val_dice2d_mean")
+        return [c for c in cols if c in present]
+
+    def percent_keys(self, keys: Sequence[str]) -> dict[str, bool]:
+        present = set(keys)
+        wanted = ["test_dice3d_mean", *(f"test_dice3d_{m}_mean" for m in self._modalities(keys))]
+        return {k: True for k in wanted if k in present}
+
+    def counts_in_site_mean(self, key: str, site: str) -> bool:
+        """Local reference: a modality's test metrics are averaged over the sites of that modality
+        (each site's own model on its own modality), or over all sites if none has it."""
+        m = _KEY_RE.match(key)
+        if m is None:
+            return True
+        mods = self.site_modalities()
+        if m.group(2) not in mods.values():
+            return True
+        return mods.get(site) == m.group(2)
+
+    def sweep_tables(self, keys: Sequence[str]) -> list[MetricTable]:
+        """Per organ and modality: 3D Dice, 2D Dice and HD95 tables."""
+        present = set(keys)
+        titles = {"dice3d": "3D Dice per patient", "dice2d": "2D Dice per slice", "hd95": "HD95 (mm) per patient"}
+        tables = []
+        for fam, hib in FAMILIES.items():
+            for mod in self._modalities(keys):
+                organs = [o for o in (*ORGANS[1:], "mean") if f"test_{fam}_{mod}_{o}" in present]
+                if organs:
+                    tables.append(MetricTable(f"{fam}_{mod}", f"{titles[fam]}, {mod.upper()} test set", organs,
+                                              [f"test_{fam}_{mod}_{o}" for o in organs], hib))
+        return tables
