@@ -254,6 +254,37 @@ class TrainSection:
     weight_decay: float = param(0.0, "Weight decay.", ge=0.0)
 
 
+GanNorm = Literal["batch", "group", "instance", "none"]
+GAN_SIZES = (28, 32, 64, 128)
+
+
+@dataclass
+class GanSection:
+    latent_dim: int = param(100, "Size of the latent code z (DCGAN: 100).", ge=1)
+    g_width: int = param(64, "Generator width: channels of its last hidden layer (ngf; doubles towards z).", ge=4)
+    d_width: int = param(64, "Discriminator width: channels of its first layer (ndf; doubles per block).", ge=4)
+    norm: GanNorm = param(
+        "batch", "Normalisation of both networks: batch (DCGAN), group, instance or none (DP-SGD needs the "
+                 "discriminator without batch norm; privacy.mode = 'sample' converts it).")
+    conditional: bool = param(False, "Class-conditional on the DR grade (generator label embedding, projection "
+                                     "discriminator); enables train-on-synthetic, test-on-real utility.")
+    label_smoothing: float = param(0.0, "One-sided label smoothing: real target 1 - label_smoothing (0 = off).",
+                                   ge=0.0, lt=0.5)
+    lr_g: float = param(2e-4, "Generator learning rate (Adam).", gt=0.0)
+    lr_d: float = param(2e-4, "Discriminator learning rate (Adam).", gt=0.0)
+    beta1: float = param(0.5, "Adam beta1 of both networks (DCGAN: 0.5).", ge=0.0, lt=1.0)
+    d_steps: int = param(1, "Discriminator steps per generator step.", ge=1, le=10)
+    pretrained: str = param(
+        "", "A finished GAN run folder (e.g. CT pre-training) whose generator and discriminator initialise "
+            "this run, adapted to its channels and resolution ('' = DCGAN initialisation).")
+    eval_samples: int = param(1000, "Generated images per evaluation (realism, FD, KID, precision/recall).", ge=10)
+    reference_epochs: int = param(
+        20, "Epochs of the reference networks trained centrally on the pooled real training images (a GAN "
+            "whose discriminator scores realism, and a DR-grade classifier whose features give FD/KID); cached.",
+        ge=1)
+    tstr_epochs: int = param(10, "Conditional runs: epochs of the train-on-synthetic classifier.", ge=1)
+
+
 @dataclass
 class ClassifierSection:
     width: int = param(32, "Channels of the first conv block (doubles per block).", ge=1)
@@ -445,7 +476,9 @@ class ExperimentConfig:
     partition: PartitionSection = section(PartitionSection, "Splitting training data into sites.")
     federation: FederationSection = section(FederationSection, "Rounds, sites, sampling and strategy.")
     train: TrainSection = section(TrainSection, "Local training at each site.")
-    classifier: ClassifierSection = section(ClassifierSection, "DR-grade CNN classifier (task = classification).")
+    classifier: ClassifierSection = section(
+        ClassifierSection, "DR-grade CNN classifier (task = classification; synthesis: the reference classifier).")
+    gan: GanSection = section(GanSection, "DCGAN generator and discriminator (task = synthesis).")
     segmentation: SegmentationSection = section(SegmentationSection, "Organ segmentation (task = segmentation).")
     unet: UNetSection = section(UNetSection, "2D U-Net (task = segmentation).")
     augment: AugmentSection = section(AugmentSection, "Intensity augmentation options (task = segmentation).")
@@ -499,6 +532,15 @@ class ExperimentConfig:
                     "federation.strategy.local_norm must be false with privacy.mode = 'client' "
                     "(group-local arrays would be shared without noise)"
                 )
+        if self.experiment.task == "synthesis":
+            size = self.data.volume.size if self.data.source == "volumes" else self.data.image_size
+            where = "data.volume.size" if self.data.source == "volumes" else "data.image_size"
+            if size not in GAN_SIZES:
+                raise ConfigError(f"{where} must be one of {', '.join(map(str, GAN_SIZES))} for the DCGAN "
+                                  f"(experiment.task = 'synthesis'), got {size}")
+            if self.gan.conditional and self.data.source == "volumes":
+                raise ConfigError("gan.conditional needs graded fundus images; abdominal slices have no grade "
+                                  "(data.source = 'volumes')")
         if self.experiment.task == "segmentation":
             if self.data.source != "volumes":
                 raise ConfigError(f"data.source must be 'volumes' when experiment.task = 'segmentation', "

@@ -10,8 +10,9 @@ def task_registry() -> dict[str, type[Task]]:
     """Task classes by name (imported lazily so a task's heavy dependencies load only when used)."""
     from .classification import ClassificationTask
     from .segmentation import SegmentationTask
+    from .synthesis import SynthesisTask
 
-    return {cls.name: cls for cls in (ClassificationTask, SegmentationTask)}
+    return {cls.name: cls for cls in (ClassificationTask, SegmentationTask, SynthesisTask)}
 
 
 def make_task(cfg: ExperimentConfig) -> Task:
