@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# FedGIN on the abdomen phantom, 'limited' scenario (two CT-rich hospitals, one MRI-scarce
+# hospital): every cross-modality method, federated, per organ and modality (3D Dice, 2D Dice,
+# HD95). Usage (from the repository root): benchmarks/fedgin_phantom.sh [OUT] [SEEDS]
+set -euo pipefail
+OUT=${1:-runs/bench-fedgin-phantom}
+SEEDS=${2:-1}
+FEDSILO=${FEDSILO:-fedsilo}
+$FEDSILO sweep configs/fedgin-phantom-limited.toml --out "$OUT" --modes federated --seeds "$SEEDS" \
+  --grid segmentation.method=none,gin,gin+ipa,randconv,prorandconv,fmaug,raffesdg,dsbn
