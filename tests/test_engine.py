@@ -203,3 +203,16 @@ def test_site_sampling_is_seeded_and_respects_fraction(tiny_cfg, tmp_path):
     assert a == b
     assert all(len(sites) == 2 for sites in a)
     assert len({tuple(s) for s in a}) > 1  # different sites in different rounds
+
+
+def test_amp_is_a_no_op_on_cpu():
+    import torch
+
+    from fedsilo.training import autocast
+
+    with autocast(True, torch.device("cpu")):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+    if torch.cuda.is_available():  # pragma: no cover - CPU is the tested default
+        with autocast(True, torch.device("cuda")):
+            assert (torch.ones(2, 2, device="cuda") @ torch.ones(2, 2, device="cuda")).dtype == torch.bfloat16

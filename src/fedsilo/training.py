@@ -8,6 +8,8 @@ after a resume.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -100,3 +102,13 @@ def add_proximal_grad(model: nn.Module, global_params: Mapping[str, torch.Tensor
 def snapshot_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the trainable parameters (the global model FedProx pulls towards)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bfloat16 autocast on CUDA when ``enabled`` (``experiment.amp``), else a no-op context.
+
+    bfloat16 keeps float32's exponent range, so no loss scaling is needed (unlike float16).
+    """
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -52,6 +52,8 @@ class ExperimentSection:
         "simulation = Flower's simulation engine (Ray). `fedsilo run --engine` overrides it.",
     )
     threads: int = param(0, "Torch CPU threads per process (0 = torch's default).", ge=0)
+    amp: bool = param(False, "Mixed precision on CUDA: bfloat16 autocast of forward passes and losses (no effect on "
+                             "CPU, the tested default).")
 
     def validate(self, prefix: str) -> None:
         if not _DEVICE_RE.match(self.device):

@@ -14,6 +14,7 @@ from ...privacy.dp import SiteDP
 from ...progress import current
 from ...seeding import derive_seed, seed_torch, torch_generator
 from ...training import (
+    autocast,
     add_proximal_grad,
     make_optimizer,
     num_round_batches,
@@ -64,7 +65,8 @@ class ClassificationTask(Task):
         total, count = 0.0, 0
         if dp is None:
             for idx in round_batches(len(data), self.cfg.train, gen):
-                loss = self._loss(model, data, idx, ctx.device, gen)
+                with autocast(self.cfg.experiment.amp, ctx.device):
+                    loss = self._loss(model, data, idx, ctx.device, gen)
                 opt.zero_grad(set_to_none=True)
                 (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
                 opt.step()

@@ -37,7 +37,15 @@ from ...models.unet import DEFAULT_DOMAINS, build_unet
 from ...progress import current
 from ...seeding import derive_seed, torch_generator
 from ...summary import MetricTable
-from ...training import make_optimizer, num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
+from ...training import (
+    autocast,
+    make_optimizer,
+    num_round_batches,
+    proximal_term,
+    round_batches,
+    round_lr,
+    snapshot_params,
+)
 from ..base import InferenceSpec, LocalStateRule, Task, TrainContext, TrainResult
 from .evaluation import (
     FAMILIES,
@@ -107,6 +115,20 @@ class SegmentationTask(Task):
         s = self.cfg.segmentation
         return masked_dice_ce(logits, y, mask, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce)
 
+    def _step_loss(self, model: nn.Module, augment: Any, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                   mods: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(total loss, segmentation loss, consistency loss or None) of one augmented batch; GIN+IPA's
+        two views go through the model together and add the consistency term."""
+        dsbn = self.method.dsbn
+        if augment.n_views == 2:
+            v1, v2 = augment(x)
+            l1, l2 = forward_by_domain(model, torch.cat([v1, v2]), np.concatenate([mods, mods]), dsbn).chunk(2)
+            seg = 0.5 * (self._loss(l1, y, mask) + self._loss(l2, y, mask))
+            cons = consistency_loss([l1, l2], self.cfg.augment.consistency_kind)
+            return seg + self.cfg.augment.consistency_weight * cons, seg, cons
+        seg = self._loss(forward_by_domain(model, augment(x), mods, dsbn), y, mask)
+        return seg, seg, None
+
     def train(self, model: nn.Module, data: SliceDataset, ctx: TrainContext) -> TrainResult:
         cfg = self.cfg
         seed = cfg.experiment.seed
@@ -122,20 +144,13 @@ class SegmentationTask(Task):
         reporter.site_started(ctx.site_name, num_round_batches(len(data), cfg.train))
         totals = {"train_loss": 0.0, "train_consistency": 0.0}
         count = 0
-        dsbn, weight = self.method.dsbn, cfg.augment.consistency_weight
         for idx in round_batches(len(data), cfg.train, gen):
             x, y, mask = data.batch(idx, ctx.device)
             mods = data.modalities[idx.numpy()]
-            if augment.n_views == 2:
-                v1, v2 = augment(x)
-                logits = forward_by_domain(model, torch.cat([v1, v2]), np.concatenate([mods, mods]), dsbn)
-                l1, l2 = logits.chunk(2)
-                seg = 0.5 * (self._loss(l1, y, mask) + self._loss(l2, y, mask))
-                cons = consistency_loss([l1, l2], cfg.augment.consistency_kind)
-                loss = seg + weight * cons
+            with autocast(cfg.experiment.amp, ctx.device):
+                loss, seg, cons = self._step_loss(model, augment, x, y, mask, mods)
+            if cons is not None:
                 totals["train_consistency"] += float(cons.detach()) * len(idx)
-            else:
-                seg = loss = self._loss(forward_by_domain(model, augment(x), mods, dsbn), y, mask)
             opt.zero_grad(set_to_none=True)
             (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
             opt.step()

@@ -34,7 +34,7 @@ from ...privacy.dp import SiteDP, private_discriminator_step
 from ...progress import current
 from ...runs import RunDir, RunDirError
 from ...seeding import derive_seed, torch_generator
-from ...training import num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
+from ...training import autocast, num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
 from ..base import InferenceSpec, Task, TrainContext, TrainResult
 from .data import GanImages, SliceImages, all_images
 from .evaluation import discriminator_view, generate, generator_metrics
@@ -178,11 +178,12 @@ class SynthesisTask(Task):
             mu = ctx.proximal_mu
             for idx in round_batches(len(data), cfg.train, gen):
                 real, labels = data.batch(idx, ctx.device)
-                d_loss, g_loss = gan_step(
-                    model, real, labels, opt_d, opt_g, conditional=g.conditional, real_target=1.0 - g.label_smoothing,
-                    d_steps=g.d_steps, gen=gen,
-                    extra_d=lambda: proximal_term(model.discriminator, _sub(anchor, "discriminator."), mu),
-                    extra_g=lambda: proximal_term(model.generator, _sub(anchor, "generator."), mu))
+                with autocast(cfg.experiment.amp, ctx.device):
+                    d_loss, g_loss = gan_step(
+                        model, real, labels, opt_d, opt_g, conditional=g.conditional,
+                        real_target=1.0 - g.label_smoothing, d_steps=g.d_steps, gen=gen,
+                        extra_d=lambda: proximal_term(model.discriminator, _sub(anchor, "discriminator."), mu),
+                        extra_g=lambda: proximal_term(model.generator, _sub(anchor, "generator."), mu))
                 d_total, g_total, count = d_total + d_loss * len(idx), g_total + g_loss * len(idx), count + len(idx)
                 reporter.batch_done(ctx.site_name)
         else:
