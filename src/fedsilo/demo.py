@@ -36,6 +36,8 @@ class Step:
     explains: str
     run: Callable[[Path], Path]
     figures: list[tuple[str, str]] = field(default_factory=list)
+    #: headings of the sweep summary's tables shown on the demo page (empty = all)
+    tables: tuple[str, ...] = ()
 
 
 def _sweep(config: str, modes: str, grid: dict[str, list[str]] | None = None, *sets: str) -> Callable[[Path], Path]:
@@ -98,7 +100,8 @@ def demo_steps() -> list[Step]:
              _sweep("demo-fedgin.toml", "federated", {"segmentation.method": ["none", "gin"]}),
              [("MRI test patients, no augmentation (image, truth, prediction)",
                "method=none/federated/seed-0/overlays/mr-round-012.png"),
-              ("MRI test patients, GIN", "method=gin/federated/seed-0/overlays/mr-round-012.png")]),
+              ("MRI test patients, GIN", "method=gin/federated/seed-0/overlays/mr-round-012.png")],
+             tables=("3D Dice per patient",)),
         Step("pretrain", "DCGAN pre-training on phantom CT slices",
              "A centralised DCGAN learns abdominal CT slices; its weights initialise the fundus GAN below "
              "(channels 1 -> 3 adapted, every transferred tensor logged).",
@@ -119,11 +122,16 @@ def demo_steps() -> list[Step]:
     ]
 
 
-def _summary(folder: Path) -> str:
-    """The step's numbers: a sweep's summary tables, a run's final metrics, an audit's summary."""
+def _summary(folder: Path, tables: tuple[str, ...] = ()) -> str:
+    """The step's numbers: a sweep's summary tables (those under the ``tables`` headings, or all),
+    a run's final metrics, an audit's summary."""
     summary = folder / "summary.md"
     if summary.is_file():
-        return markdown_tables(summary.read_text(encoding="utf-8"))
+        md = summary.read_text(encoding="utf-8")
+        if tables:
+            parts = md.split("\n## ")
+            md = "\n".join(f"### {p}" for p in parts[1:] if p.startswith(tables))
+        return markdown_tables(md)
     audit = folder / "audit.md"
     if audit.is_file() and (folder / "audit.json").is_file():
         import json
@@ -157,7 +165,7 @@ def run_demo(out: str | Path) -> Path:
         folder = step.run(out / step.name)
         rel = folder.relative_to(out)
         body = (f"<p>{esc(step.explains)}</p><p><a href='{esc(rel)}/report.html'>Full report</a> "
-                f"({time.monotonic() - t:.0f} s)</p>" + _summary(folder))
+                f"({time.monotonic() - t:.0f} s)</p>" + _summary(folder, step.tables))
         for caption, path in step.figures:
             if (folder / path).is_file():
                 body += f"<p>{esc(caption)}</p>" + img_file(folder / path, caption)

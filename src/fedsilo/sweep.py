@@ -199,7 +199,7 @@ def write_metric_table(table: MetricTable, stats: dict[tuple[tuple[tuple[str, st
         for key in table.keys:
             mean, std = st.get(key, nan)
             pct = percent_of(mean, ref.get(key, nan)[0], table.higher_is_better)
-            cell = pm(mean, std, 3)
+            cell = pm(mean, std, 3, n=len(groups[(combo, mode)]))
             if pct == pct and mode != "centralised":
                 cell += f" ({pct:.0f}%)"
             cells.append(cell)
