@@ -5,6 +5,8 @@
 set -euo pipefail
 OUT=${1:-runs/bench-fedgin-chaos}
 SEEDS=${2:-1}
+# The run size used for benchmarks/RESULTS.md on 2 CPU cores (the config itself is the full-size study):
+SIZE=${SIZE:-"--set unet.base_width=8 --set federation.rounds=15 --set federation.eval_every=15 --set train.local_steps=20"}
 FEDSILO=${FEDSILO:-fedsilo}
-$FEDSILO sweep configs/fedgin-chaos.toml --out "$OUT" --modes federated,centralised,local --seeds "$SEEDS" \
+$FEDSILO sweep configs/fedgin-chaos.toml --out "$OUT" --modes federated,centralised,local --seeds "$SEEDS" $SIZE \
   --grid segmentation.method=none,gin
