@@ -52,21 +52,23 @@ def tiny_npz(tmp_path: Path) -> Path:
     return make_tiny_medmnist(tmp_path / "tiny.npz")
 
 
-@pytest.fixture
-def tiny_cfg(tiny_npz: Path):
-    """Factory: a fast classification config on the tiny file, with extra ``key=value`` overrides."""
+def tiny_config(npz: Path, *overrides: str):
+    """A fast classification config on a tiny MedMNIST file, with extra ``key=value`` overrides."""
     from fedsilo.config import config_from_dict
 
-    def build(*overrides: str):
-        base = {
-            "experiment": {"name": "tiny", "seed": 0, "threads": 1},
-            "data": {"source": "medmnist", "path": str(tiny_npz), "image_size": 12, "test_split": "test",
-                     "val_fraction": 0.2},
-            "partition": {"name": "iid"},
-            "federation": {"num_sites": 2, "rounds": 2},
-            "train": {"batch_size": 8, "lr": 0.01, "local_epochs": 2},
-            "classifier": {"width": 4, "depth": 2},
-        }
-        return config_from_dict(base, overrides)
+    base = {
+        "experiment": {"name": "tiny", "seed": 0, "threads": 1},
+        "data": {"source": "medmnist", "path": str(npz), "image_size": 12, "test_split": "test",
+                 "val_fraction": 0.2},
+        "partition": {"name": "iid"},
+        "federation": {"num_sites": 2, "rounds": 2},
+        "train": {"batch_size": 8, "lr": 0.01, "local_epochs": 2},
+        "classifier": {"width": 4, "depth": 2},
+    }
+    return config_from_dict(base, overrides)
 
-    return build
+
+@pytest.fixture
+def tiny_cfg(tiny_npz: Path):
+    """Factory: :func:`tiny_config` on the tiny file of this test."""
+    return lambda *overrides: tiny_config(tiny_npz, *overrides)

@@ -19,21 +19,10 @@ from fedsilo.trained import load_trained
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from conftest import make_tiny_medmnist
+    from conftest import make_tiny_medmnist, tiny_config
 
-    from fedsilo.config import config_from_dict
-
-    tiny_npz_module = make_tiny_medmnist(tmp_path_factory.mktemp("data") / "tiny.npz")
-    cfg = config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "threads": 1},
-        "data": {"source": "medmnist", "path": str(tiny_npz_module), "image_size": 12, "test_split": "test",
-                 "val_fraction": 0.2},
-        "partition": {"name": "iid"},
-        "federation": {"num_sites": 2, "rounds": 2},
-        "train": {"batch_size": 8, "lr": 0.01, "local_epochs": 2},
-        "classifier": {"width": 4, "depth": 2},
-    })
-    return start_run(cfg, tmp_path_factory.mktemp("runs") / "run")
+    npz = make_tiny_medmnist(tmp_path_factory.mktemp("data") / "tiny.npz")
+    return start_run(tiny_config(npz), tmp_path_factory.mktemp("runs") / "run")
 
 
 def _test_images(run: RunDir) -> torch.Tensor:
