@@ -44,7 +44,18 @@ def run(quick: bool = False) -> str:
             numel = sum(v.numel() for v in state.values())
             rows.append([task, name, f"{numel:,}", f"{size / 2**20:.2f} MiB",
                          f"{2 * size / 2**20:.2f} MiB per site and round (down + up); float16 would halve it"])
+    full = []
+    for task_name, name in (("classification", "retinamnist-classify.toml"), ("synthesis (FedGAN)", "fedgan-retinamnist.toml"),
+                            ("segmentation (FedGIN)", "fedgin-phantom-limited.toml"), ("segmentation (FedGIN)", "fedgin-chaos.toml")):
+        from fedsilo.tasks import make_task
+
+        state = make_task(load_config(REPO / "configs" / name)).build_model().state_dict()
+        size = sum(v.numel() * v.element_size() for v in state.values())
+        full.append([task_name, name, f"{sum(v.numel() for v in state.values()):,}", f"{size / 2**20:.2f} MiB",
+                     f"{2 * size / 2**20:.2f} MiB per site and round"])
     return ("One round of each quick config (local engine). The payload is the whole global state "
             "(parameters and normalisation buffers); strategies that keep layers local (fedbn, DSBN) "
             "still send the full state, and the server keeps site-local parts out of the average.\n\n"
-            + table(["task", "config", "values", "model message", "traffic"], rows) + "\n")
+            + table(["task", "config", "values", "model message", "traffic"], rows)
+            + "\n\nThe study configs' models (state dict size, float32; the message carries the same arrays):\n\n"
+            + table(["task", "config", "values", "model message", "traffic"], full) + "\n")
