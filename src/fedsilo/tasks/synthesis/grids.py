@@ -62,15 +62,20 @@ def sample_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: int 
     return grid
 
 
-def save_grid_png(images: Tensor, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
+def save_grid_png(images: Tensor, path: str | Path, nrow: int = 8, padding: int = 2, scale: int = 1) -> Path:
     """Write :func:`sample_grid` of ``images`` to an RGB PNG file and return its path.
 
     Grey images are written with the grey level in all three channels (exact; matplotlib's grey
-    colormap would requantise the levels).
+    colormap would requantise the levels). ``scale`` enlarges every pixel to a ``scale x scale``
+    block (nearest neighbour: small images stay sharp in reports).
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {str(path)!r}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
     grid = sample_grid(images, nrow=nrow, padding=padding)
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     matplotlib.image.imsave(path, np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid)
     return path

@@ -260,7 +260,7 @@ class SynthesisTask(Task):
         grades = torch.arange(GRID) // (GRID // 8) % NUM_GRADES if g.conditional else None
         fake = generate(model.generator, GRID, derive_seed(self.cfg.experiment.seed, "grid-z"), device, grades)
         (Path(out_dir) / "samples").mkdir(parents=True, exist_ok=True)
-        save_grid_png(fake.cpu(), Path(out_dir) / "samples" / f"round-{rnd:03d}.png", nrow=8)
+        save_grid_png(fake.cpu(), Path(out_dir) / "samples" / f"round-{rnd:03d}.png", nrow=8, scale=_scale(fake))
         if rnd == self.cfg.federation.rounds:
             self.nearest_real_grid(fake[:8], Path(out_dir) / "samples" / "nearest-real.png")
 
@@ -268,7 +268,7 @@ class SynthesisTask(Task):
         """Top row: generated images; bottom row: the closest pooled training image of each (pixels)."""
         real, _ = all_images(self.pooled_train())
         _, idx = nearest_neighbours(fake.cpu(), real, k=1)
-        return save_grid_png(torch.cat([fake.cpu(), real[idx[:, 0].long()]]), path, nrow=len(fake))
+        return save_grid_png(torch.cat([fake.cpu(), real[idx[:, 0].long()]]), path, nrow=len(fake), scale=_scale(fake))
 
     # -- use ------------------------------------------------------------------------------------
 
@@ -324,17 +324,17 @@ class SynthesisTask(Task):
         return [c for c in cols if c in present]
 
     def report_sections(self, run_dir: Any) -> list[tuple[str, str, list[str]]]:
-        from ...report.html import esc, img_file
+        from ...report.html import img_file
 
         folder = Path(run_dir) / "samples"
         rounds = sorted(folder.glob("round-*.png"))
         if not rounds:
             return []
-        body = (f"<p>64 images from the same latent codes after round {esc(rounds[-1].stem.split('-')[1].lstrip('0'))}"
+        body = (f"<p>64 images from the same latent codes after round {int(rounds[-1].stem.split('-')[1])}"
                 + (" (rows: DR grades 0-4, repeating)" if self.cfg.gan.conditional else "") + ".</p>"
                 + img_file(rounds[-1], "generated samples"))
         if len(rounds) > 1:
-            body += f"<p>After round {esc(rounds[0].stem.split('-')[1].lstrip('0'))}:</p>" + img_file(rounds[0], "early")
+            body += f"<p>Before training (round {int(rounds[0].stem.split('-')[1])}):</p>" + img_file(rounds[0], "early")
         nearest = folder / "nearest-real.png"
         if nearest.exists():
             body += ("<p>Top: generated; bottom: the closest real training image of each (pixel distance) — "
@@ -352,6 +352,12 @@ class SynthesisTask(Task):
             "Real held-out images for FD/KID/precision/recall are the configured test split (RetinaMNIST: its 120 "
             "validation images), so these estimates carry the small-sample bias their intervals show.",
         ]
+
+
+def _scale(images: torch.Tensor) -> int:
+    """Enlargement of sample grids: small images (28-32 px) x3, 64 px x2, larger ones as they are."""
+    side = images.shape[-1]
+    return 3 if side <= 32 else 2 if side <= 64 else 1
 
 
 def _sub(state: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor] | None:
