@@ -29,7 +29,7 @@ h3{font-size:1rem;margin:18px 0 6px}
 section{background:#fff;border:1px solid #e3e6ec;border-radius:8px;padding:4px 18px 14px;margin:14px 0}
 table{border-collapse:collapse;font-size:.85rem;margin:8px 0;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #dfe3ea;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#eef1f5;white-space:normal;vertical-align:bottom;max-width:9em} td:first-child,th:first-child{text-align:left}
+th{background:#eef1f5;white-space:normal;overflow-wrap:anywhere;vertical-align:bottom;max-width:9em} td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eef0f3;border-radius:4px;margin:6px 0}
 .note{background:#fff8e6;border-left:4px solid #f0b429;padding:6px 10px;font-size:.88rem;margin:8px 0}
 dl{font-size:.86rem} dt{font-weight:600;margin-top:6px} dd{margin:0 0 0 14px;color:#404a59}
