@@ -188,3 +188,32 @@ def test_segmentation_audit(gin_run):
         assert key in summary, key
     assert 0.0 <= summary["loss_auc"] <= 1.0
     assert (gin_run.path / "audit" / "gradient_inversion.png").is_file()
+
+
+def test_sample_level_dp_trains_privately_and_reports_epsilon(tmp_path):
+    run = start_run(seg_config("privacy.mode=sample", "privacy.epsilon=8", "federation.rounds=2",
+                               "federation.eval_every=2"), tmp_path / "dp")
+    rows = final_rows(run)
+    for site in ("ct-site", "mr-site"):
+        eps = rows[site]["train_epsilon"]
+        assert 0 < eps <= 8.0 + 1e-6, (site, eps)
+    state = torch.load(run.final_path, weights_only=False)["model"]
+    assert not any("running_mean" in k for k in state)  # batch norm became group norm
+    per_round = [r["train_epsilon"] for r in run.read_metrics() if r["scope"] == "ct-site" and "train_epsilon" in r]
+    assert len(per_round) == 2 and per_round[0] < per_round[1]
+
+
+def test_unet_export_matches_pytorch(gin_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from fedsilo.export import export_run
+    from fedsilo.trained import load_trained
+
+    path = export_run(gin_run.path, "onnx", tmp_path)
+    trained = load_trained(gin_run.path)
+    x, _, _ = trained.task.test_data().batch(torch.arange(6))
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"slices": x.numpy()})[0]
+    with torch.no_grad():
+        expected = trained.model(x).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    contract = json.loads((tmp_path / "contract-onnx.json").read_text())
+    assert contract["output"]["classes"][1] == "liver" and contract["input"]["range"] == [0.0, 1.0]

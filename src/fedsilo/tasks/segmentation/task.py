@@ -37,7 +37,9 @@ from ...models.unet import DEFAULT_DOMAINS, build_unet
 from ...progress import current
 from ...seeding import derive_seed, torch_generator
 from ...summary import MetricTable
+from ...privacy.dp import SiteDP
 from ...training import (
+    add_proximal_grad,
     autocast,
     make_optimizer,
     num_round_batches,
@@ -113,7 +115,11 @@ class SegmentationTask(Task):
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         s = self.cfg.segmentation
-        return masked_dice_ce(logits, y, mask, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce)
+        # DP-SGD clips each slice's gradient: the loss must be a mean of per-slice terms, so the soft
+        # Dice is taken per slice instead of over the batch (batch Dice couples the slices)
+        private = self.cfg.privacy.mode == "sample" and self.cfg.privacy.active
+        return masked_dice_ce(logits, y, mask, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce,
+                              batch_dice=not private)
 
     def _step_loss(self, model: nn.Module, augment: Any, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                    mods: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -144,23 +150,50 @@ class SegmentationTask(Task):
         reporter.site_started(ctx.site_name, num_round_batches(len(data), cfg.train))
         totals = {"train_loss": 0.0, "train_consistency": 0.0}
         count = 0
-        for idx in round_batches(len(data), cfg.train, gen):
+        steps = num_round_batches(len(data), cfg.train)
+        dp = SiteDP.begin(cfg.privacy, n=len(data), batch_size=cfg.train.batch_size, steps_per_round=steps,
+                          rounds=cfg.federation.rounds, site_state=ctx.site_state) if len(data) else None
+
+        def step(net: nn.Module, idx: torch.Tensor, apply: Any) -> None:
+            nonlocal count
             x, y, mask = data.batch(idx, ctx.device)
-            mods = data.modalities[idx.numpy()]
             with autocast(cfg.experiment.amp, ctx.device):
-                loss, seg, cons = self._step_loss(model, augment, x, y, mask, mods)
+                loss, seg, cons = self._step_loss(net, augment, x, y, mask, data.modalities[idx.numpy()])
+            apply(loss)
             if cons is not None:
                 totals["train_consistency"] += float(cons.detach()) * len(idx)
-            opt.zero_grad(set_to_none=True)
-            (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
-            opt.step()
             totals["train_loss"] += float(seg.detach()) * len(idx)
             count += len(idx)
-            reporter.batch_done(ctx.site_name)
+
+        if dp is None:
+            def apply(loss: torch.Tensor) -> None:
+                opt.zero_grad(set_to_none=True)
+                (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
+                opt.step()
+
+            for idx in round_batches(len(data), cfg.train, gen):
+                step(model, idx, apply)
+                reporter.batch_done(ctx.site_name)
+        else:
+            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
+            with dp.make_private(model, opt, batch_generator=gen, noise_generator=noise) as private:
+                prox = (lambda: add_proximal_grad(model, anchor, ctx.proximal_mu)) if anchor else None
+
+                def apply_private(loss: torch.Tensor) -> None:
+                    private.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    private.step(prox)
+
+                for idx in private.batches():
+                    if len(idx):  # a Poisson batch may be empty: nothing to learn, no privacy spent on it
+                        step(private.module, idx, apply_private)
+                    reporter.batch_done(ctx.site_name)
         reporter.site_finished(ctx.site_name)
         metrics = {"train_loss": totals["train_loss"] / max(count, 1)}
         if augment.n_views == 2:
             metrics["train_consistency"] = totals["train_consistency"] / max(count, 1)
+        if dp is not None:
+            metrics.update(dp.finish())
         return TrainResult(metrics, num_examples=len(data))
 
     # -- evaluation ----------------------------------------------------------------------------
