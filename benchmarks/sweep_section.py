@@ -17,12 +17,29 @@ from pathlib import Path
 from .common import write_section
 
 
-def sweep_tables(sweep_dir: Path, headings: list[str], main: bool = True) -> str:
+def keep_columns(table_md: str, columns: list[str]) -> str:
+    """The Markdown table with only the grid/mode/seeds columns and those whose header starts with
+    one of ``columns``."""
+    lines = [line for line in table_md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    keep = [i for i, h in enumerate(header) if h in ("grid", "mode", "seeds") or h.startswith(tuple(columns))]
+    out = []
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out.append("| " + " | ".join(cells[i] for i in keep if i < len(cells)) + " |")
+    return "\n".join(out)
+
+
+def sweep_tables(sweep_dir: Path, headings: list[str], main: bool = True, columns: list[str] | None = None) -> str:
     md = (sweep_dir / "summary.md").read_text(encoding="utf-8")
     first, *parts = md.split("\n## ")
     out = []
     if main:
-        out.append(first.split("\n", 1)[1].strip())  # without the "# Sweep summary" title
+        text = first.split("\n", 1)[1].strip()  # without the "# Sweep summary" title
+        if columns:
+            prose, _, table_md = text.partition("\n|")
+            text = prose.strip() + "\n\n" + keep_columns("|" + table_md, columns)
+        out.append(text)
     for part in parts:
         title, _, body = part.partition("\n")
         if not headings or any(title.startswith(h) for h in headings):
@@ -41,12 +58,14 @@ def main() -> int:
     p.add_argument("--before", type=Path)
     p.add_argument("--after", type=Path)
     p.add_argument("--seconds", type=float, default=0.0)
+    p.add_argument("--columns", default="", help="main table: keep only columns starting with these (comma-separated)")
     a = p.parse_args()
     headings = [h.strip() for h in a.tables.split(",") if h.strip()]
     body = ""
     if a.before:
         body += a.before.read_text(encoding="utf-8").strip() + "\n\n"
-    body += sweep_tables(a.sweep_dir, headings, not a.no_main)
+    columns = [c.strip() for c in a.columns.split(",") if c.strip()]
+    body += sweep_tables(a.sweep_dir, headings, not a.no_main, columns or None)
     if a.after:
         body += "\n\n" + a.after.read_text(encoding="utf-8").strip()
     write_section(a.name, a.title, a.command, body + "\n", time.monotonic() - a.seconds)
