@@ -12,7 +12,7 @@ import time
 
 from .common import write_section
 
-BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp"]
+BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp", "poisoning"]
 
 
 def main() -> int:
