@@ -66,7 +66,7 @@ def one(strategy: str, attacked: bool, rounds: int, n_train: int, tmp: Path) -> 
 
 
 def run(quick: bool = False) -> str:
-    rounds, n_train = (3, 500) if quick else (10, 1500)
+    rounds, n_train = (3, 500) if quick else (6, 1000)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         clean_ref = None
