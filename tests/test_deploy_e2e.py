@@ -117,9 +117,11 @@ class Deployment:
         return self.root / f"{name}.log"
 
     def start_superlink(self) -> None:
+        log = self.log("superlink")
+        seen = log.stat().st_size if log.exists() else 0
         self.superlink = fedsilo("deploy", "superlink", "--certs", str(self.certs), "--address", self.address,
                                  log=self.log("superlink"))
-        wait_for(lambda: "SuperLink ready" in self.log("superlink").read_text(errors="replace")
+        wait_for(lambda: "SuperLink ready" in log.read_bytes()[seen:].decode(errors="replace")
                  or self.superlink.poll() is not None, "the SuperLink", 180)
         assert self.superlink.poll() is None, self.log("superlink").read_text(errors="replace")[-3000:]
 
