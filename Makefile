@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsilo-installed
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-deploy test-fast bench venv clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,11 @@ demo: $(STAMP)
 	$(VENV)/bin/fedsilo demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q -m "not deploy"
+
+# SuperLink + SuperNodes as separate processes on loopback (TLS, SuperNode auth): ~5 min on 2 cores.
+test-deploy: $(STAMP)
+	$(PY) -m pytest -q -m deploy tests/test_deploy_e2e.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

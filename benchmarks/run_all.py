@@ -13,7 +13,7 @@ import warnings
 
 from .common import write_section
 
-BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp"]
+BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp", "poisoning"]
 
 
 def main() -> int:

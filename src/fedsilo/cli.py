@@ -11,6 +11,11 @@
     fedsilo data deidentify DICOM_DIR --out DIR
     fedsilo compare RUN_A RUN_B ... [--out FILE]
     fedsilo audit RUN_DIR [--attacks a,b] [--set audit.key=value ...] [--device DEV]
+    fedsilo deploy certs --out DIR --sites a,b,c [--hosts host1,10.0.0.5]
+    fedsilo deploy superlink --certs DIR [--address 0.0.0.0:9093]
+    fedsilo deploy supernode --certs DIR --site NAME --data PATH --superlink HOST:PORT [--port 9094]
+    fedsilo deploy run CONFIG --superlink HOST:PORT --certs DIR --out RUN_DIR   (or --resume RUN_DIR)
+    fedsilo deploy split-data CONFIG --out DIR   (rehearsal: each site's share of a config's data)
 
 User errors (bad config, bad data, an existing run folder) print one clear line and exit with
 status 2; ``-v`` shows debug logs and tracebacks.
@@ -39,10 +44,19 @@ class UsageError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.errors import DataError
+    from .deploy.certs import DeployError
     from .loop import FederationError
     from .runs import RunDirError
 
-    return (ConfigError, DataError, RunDirError, FederationError, FileNotFoundError, UsageError)
+    return (
+        ConfigError,
+        DataError,
+        RunDirError,
+        FederationError,
+        FileNotFoundError,
+        UsageError,
+        DeployError,
+    )
 
 
 def setup_logging(verbose: bool) -> bool:
@@ -252,6 +266,51 @@ def cmd_demo(args: argparse.Namespace, tty: bool) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
+    from .deploy import launch
+
+    if args.deploy_command == "certs":
+        from .deploy.certs import make_certs
+
+        hosts = [h for h in args.hosts.split(",") if h.strip()] if args.hosts else ["localhost", "127.0.0.1", "::1"]
+        bundles = make_certs(args.out, args.sites.split(","), hosts, days=args.days)
+        print(f"Wrote the CA, the SuperLink certificate ({', '.join(hosts)}) and {len(bundles)} site key(s) to "
+              f"{args.out}")
+        for b in bundles:
+            print(f"  give {b.private_key.parent} to site {b.name} (index {b.index}); its key stays private")
+        return 0
+    if args.deploy_command == "superlink":
+        return launch.run_superlink(args.certs, args.address, database=args.database)
+    if args.deploy_command == "supernode":
+        return launch.run_supernode(args.certs, args.site, args.data, args.superlink, port=args.port)
+    if args.deploy_command == "split-data":
+        from .config import load_config
+        from .deploy.sites import write_site_folders
+
+        folders = write_site_folders(load_config(args.config, args.sets), args.out)
+        for name, folder in folders.items():
+            print(f"{name}: {folder}")
+        return 0
+    from . import progress
+    from .config import load_config
+    from .deploy.run import deploy_run
+    from .runner import write_report
+
+    if args.resume and (args.config or args.out):
+        raise SystemExit("fedsilo deploy run --resume takes only the run folder (its config is fixed)")
+    if not args.resume and not (args.config and args.out):
+        raise SystemExit("fedsilo deploy run needs CONFIG and --out RUN_DIR (or --resume RUN_DIR)")
+    cfg = load_config(args.config, args.sets) if args.config else None
+    ca = Path(args.certs) / "ca.pem" if (Path(args.certs) / "ca.pem").is_file() else \
+        Path(args.certs) / "superlink" / "ca.pem"
+    with progress.use(_reporter(tty)):
+        run = deploy_run(cfg, args.superlink, ca, args.resume or args.out, resume=bool(args.resume),
+                         timeout=args.timeout)
+    write_report(run)
+    _print_run_summary(run)
+    return 0
+
+
 def cmd_config_docs(args: argparse.Namespace, tty: bool) -> int:
     from .config.docs import config_reference
 
@@ -327,6 +386,38 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", required=True, help="new or empty output folder")
     de.add_argument("--log-format", choices=["csv", "json"], default="csv")
     data.set_defaults(func=cmd_data)
+
+    dep = sub.add_parser("deploy", help="multi-site deployment on Flower (TLS + SuperNode authentication)")
+    dsub2 = dep.add_subparsers(dest="deploy_command", required=True)
+    ce = dsub2.add_parser("certs", help="CA, SuperLink certificate and one SuperNode key pair per site")
+    ce.add_argument("--out", required=True, help="folder to write (existing keys are never overwritten)")
+    ce.add_argument("--sites", required=True, help="comma-separated site names, e.g. hospital-a,hospital-b")
+    ce.add_argument("--hosts", help="comma-separated host names/IPs of the SuperLink (default localhost,127.0.0.1,::1)")
+    ce.add_argument("--days", type=int, default=825, help="certificate validity in days")
+    sl = dsub2.add_parser("superlink", help="start the coordinator's SuperLink and register the sites' keys")
+    sl.add_argument("--certs", required=True, help="the `deploy certs` folder")
+    sl.add_argument("--address", default="0.0.0.0:9093", help="HOST:PORT to listen on (default 0.0.0.0:9093)")
+    sl.add_argument("--database", help="SuperLink state file (default CERTS/superlink/state.db)")
+    sn = dsub2.add_parser("supernode", help="start a site's SuperNode next to its data")
+    sn.add_argument("--certs", required=True, help="the site's certificate folder (or the whole `deploy certs` folder)")
+    sn.add_argument("--site", required=True, help="the site's name")
+    sn.add_argument("--data", required=True, help="the site's data: a MedMNIST-layout .npz or an image folder + CSV")
+    sn.add_argument("--superlink", default="127.0.0.1:9093", help="HOST:PORT of the SuperLink")
+    sn.add_argument("--port", type=int, default=9094, help="local ClientApp API port (distinct per SuperNode on a host)")
+    dr = dsub2.add_parser("run", help="run an experiment on the deployment; results in a run folder")
+    dr.add_argument("config", nargs="?", help="experiment TOML file")
+    dr.add_argument("--superlink", default="127.0.0.1:9093", help="HOST:PORT of the SuperLink")
+    dr.add_argument("--certs", required=True, help="`deploy certs` folder (or any folder with ca.pem)")
+    dr.add_argument("--out", help="run folder to create on this (the coordinator's) host")
+    dr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted deployment run")
+    dr.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    dr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (repeatable)")
+    sp = dsub2.add_parser("split-data", help="rehearsal: write each site's share of a config's data to a folder")
+    sp.add_argument("config", help="experiment TOML file")
+    sp.add_argument("--out", required=True, help="new folder; one sub-folder per site")
+    sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    dep.set_defaults(func=cmd_deploy)
 
     dm = sub.add_parser("demo", help="the headline demo on built-in phantoms (what `make demo` runs)")
     dm.add_argument("--out", help="new folder for the demo (default runs/demo-<time>)")

@@ -9,6 +9,7 @@ it once), keyed by the config sections that determine it.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -74,20 +75,87 @@ def federated_fundus(cfg: ExperimentConfig) -> FederatedData[ImageDataset]:
     return process_cached(key, lambda: _build(cfg))
 
 
-def _build(cfg: ExperimentConfig) -> FederatedData[ImageDataset]:
+def site_splits(cfg: ExperimentConfig, train_raw: ImageArrays) -> tuple[list[str], list[tuple[np.ndarray, np.ndarray]]]:
+    """Site names and each site's (train, val) indices into ``train_raw`` for ``cfg``."""
     seed, num_sites = cfg.experiment.seed, cfg.federation.num_sites
-    train_raw, test_raw = load_fundus_arrays(cfg)
-    pool = preprocess_fundus(train_raw, cfg.data.image_size, cfg.data.preprocess)
-    test = preprocess_fundus(test_raw, cfg.data.image_size, cfg.data.preprocess) if test_raw is not None else None
     parts = partition_indices(
         train_raw.labels, num_sites, cfg.partition, derive_seed(seed, "partition"), groups=train_raw.groups
     )
     site_names = default_site_names(num_sites, cfg.federation.site_names)
     rng = np_rng(seed, "site-val")
-    splits = [split_validation(idx, cfg.data.val_fraction, rng) for idx in parts]
+    return site_names, [split_validation(idx, cfg.data.val_fraction, rng) for idx in parts]
+
+
+def _build(cfg: ExperimentConfig) -> FederatedData[ImageDataset]:
+    train_raw, test_raw = load_fundus_arrays(cfg)
+    pool = preprocess_fundus(train_raw, cfg.data.image_size, cfg.data.preprocess)
+    test = preprocess_fundus(test_raw, cfg.data.image_size, cfg.data.preprocess) if test_raw is not None else None
+    site_names, splits = site_splits(cfg, train_raw)
     table = partition_table([tr for tr, _ in splits], train_raw.labels, NUM_GRADES)
     sites = [
         SiteData(name, pool.subset(tr), pool.subset(va), info={"class_counts": table[i].tolist()})
         for i, (name, (tr, va)) in enumerate(zip(site_names, splits, strict=True))
     ]
     return FederatedData(sites, test, table, GRADE_NAMES)
+
+
+def fundus_site_from_path(cfg: ExperimentConfig, path: str | Path, name: str) -> SiteData[ImageDataset]:
+    """One site's fundus data from its own folder (deployment: the SuperNode's ``data-path``).
+
+    ``path`` is a MedMNIST-layout ``.npz`` file (``train_images``/``train_labels`` and, if the
+    site has fixed its validation split, ``val_images``/``val_labels``), a folder holding exactly
+    one such file, or an image folder with a label CSV (``data.imagefolder.csv``, default
+    ``labels.csv``; APTOS layout as ``fedsilo data phantom --kind fundus`` writes it). Without a
+    ``val`` split, ``data.val_fraction`` of the training images is held out with a generator
+    seeded by the experiment seed and the site's name. Images are preprocessed as
+    ``[data.preprocess]`` says, exactly as in the in-process engines.
+
+    Raises
+    ------
+    DataError
+        Missing, unreadable, truncated or inconsistent files (named in the message).
+    """
+    from .sources.imagefolder import load_image_folder
+    from .sources.medmnist import load_medmnist, medmnist_splits
+
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: the site's data-path does not exist")
+    npz = root if root.is_file() else None
+    if npz is None:
+        files = sorted(root.glob("*.npz"))
+        if len(files) > 1:
+            raise DataError(f"{root}: holds {len(files)} .npz files ({', '.join(f.name for f in files)}); "
+                            f"point data-path at one of them")
+        npz = files[0] if files else None
+    val: ImageArrays | None = None
+    if npz is not None:
+        if npz.suffix != ".npz":
+            raise DataError(f"{npz}: a site's data file must be a MedMNIST-layout .npz, got {npz.suffix or 'no'} suffix")
+        splits = medmnist_splits(npz)
+        train = load_medmnist(npz, "train", num_classes=NUM_GRADES)
+        if "val" in splits:
+            val = load_medmnist(npz, "val", num_classes=NUM_GRADES)
+    else:
+        f = cfg.data.imagefolder
+        csv_name = f.csv or "labels.csv"
+        if not (root / csv_name).is_file():
+            raise DataError(f"{root}: no .npz file and no label CSV {csv_name!r}; a site folder holds a "
+                            f"MedMNIST-layout .npz or images with a label CSV")
+        train = load_image_folder(root, csv_name, image_dir=f.image_dir or ("images" if (root / "images").is_dir()
+                                                                            else ""),
+                                  id_column=f.id_column, label_column=f.label_column, extensions=f.extensions,
+                                  size=cfg.data.image_size, num_classes=NUM_GRADES)
+    size, prep = cfg.data.image_size, cfg.data.preprocess
+    pool = preprocess_fundus(train, size, prep)
+    if val is not None:
+        tr_set, va_set = pool, preprocess_fundus(val, size, prep)
+        labels = train.labels
+    else:
+        tr, va = split_validation(np.arange(len(train)), cfg.data.val_fraction,
+                                  np_rng(cfg.experiment.seed, "site-val", name))
+        tr_set, va_set, labels = pool.subset(tr), pool.subset(va), train.labels[tr]
+    if len(tr_set) == 0:
+        raise DataError(f"{root}: the site has no training images")
+    counts = np.bincount(labels, minlength=NUM_GRADES)[:NUM_GRADES]
+    return SiteData(name, tr_set, va_set, info={"class_counts": counts.tolist()})

@@ -27,6 +27,7 @@ from ..data.federated import SiteData
 from ..privacy.client_dp import client_clipping_mod
 from ..seeding import resolve_device
 from ..tasks import Task, TrainContext, make_task
+from .attacks import NODE_CONFIG_KEY, poison
 from .messages import (
     ARRAYS,
     CONFIG,
@@ -150,11 +151,17 @@ def train(msg: Message, context: Context) -> Message:
         config={k: v for k, v in conf.items() if k != CONFIG_TOML},
         site_state=state,
     )
+    attack = str(context.node_config.get(NODE_CONFIG_KEY, ""))
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else None
     start = time.perf_counter()
     result = job.task.train(model, job.site.train, ctx)
     seconds = time.perf_counter() - start
+    state = model.state_dict()
+    if initial is not None:
+        # robustness studies only (benchmarks/poisoning.py): see federation/attacks.py
+        state = poison(attack, state, initial)
     content = RecordDict({
-        ARRAYS: state_to_arrays(model.state_dict()),
+        ARRAYS: state_to_arrays(state),
         METRICS: MetricRecord({NUM_EXAMPLES: int(result.num_examples), **result.metrics, "train_seconds": seconds}),
     })
     if ctx.site_state:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -96,11 +96,17 @@ class InProcessGrid(Grid):
 
 
 def run_inprocess(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
-                  run_config: dict[str, object] | None = None) -> None:
-    """Run a ServerApp against ``num_nodes`` in-process ClientApp nodes (partition ids 0..n-1)."""
+                  run_config: dict[str, object] | None = None,
+                  node_extra: Mapping[int, Mapping[str, object]] | None = None) -> None:
+    """Run a ServerApp against ``num_nodes`` in-process ClientApp nodes (partition ids 0..n-1).
+
+    ``node_extra`` adds keys to some nodes' node configs (by partition id), as a SuperNode's
+    ``--node-config`` would (e.g. the robustness-study ``attack`` key).
+    """
+    extra = node_extra or {}
     grid = InProcessGrid(
         client_app,
-        [{"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)],
+        [{"partition-id": i, "num-partitions": num_nodes, **extra.get(i, {})} for i in range(num_nodes)],
         run_config,
     )
     # Messages take their sender's identity from the process, as under Flower's own runtimes.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
@@ -49,6 +50,9 @@ from .strategies import LocalStateStrategy, build_strategy, load_strategy_state,
 from .validation import check_train_reply, describe_template
 
 logger = logging.getLogger(__name__)
+
+# Error replies a SuperLink creates for a node that left (deployment): counted as dropouts.
+_UNREACHABLE = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
 
 @dataclass
@@ -275,6 +279,8 @@ class FederatedRounds:
             if site is None:
                 logger.warning("Round %d: reply from unknown node %s ignored", rnd, reply.metadata.src_node_id)
                 continue
+            if reply.has_error() and reply.error.code in _UNREACHABLE:
+                continue  # the node went away (Flower's SuperLink answers for it): a dropout, below
             answered.add(site.node_id)
             reason = check_train_reply(reply, self.template)
             if reason is not None:
@@ -289,8 +295,8 @@ class FederatedRounds:
                 self.site_state[site.name] = dict(state)
         for site in sampled:
             if site.node_id not in answered:
-                logger.warning("Round %d: %s did not reply within %.0fs (dropped out)", rnd, site.name,
-                               self.cfg.federation.timeout)
+                logger.warning("Round %d: %s dropped out (no reply within %.0fs, or its node left)", rnd,
+                               site.name, self.cfg.federation.timeout)
                 rows.append(Row(site.name, {"dropped": 1}))
         need = self.cfg.federation.min_sites
         if len(valid) < need:

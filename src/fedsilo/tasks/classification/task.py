@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.federated import FederatedData
-from ...data.fundus import GRADE_NAMES, NUM_GRADES, federated_fundus
+from ...data.federated import FederatedData, SiteData
+from ...data.fundus import GRADE_NAMES, NUM_GRADES, federated_fundus, fundus_site_from_path
 from ...data.images import ImageDataset, iterate_batches
 from ...models.classifier import GradeCNN
 from ...privacy.dp import SiteDP
@@ -43,6 +43,10 @@ class ClassificationTask(Task):
 
     def federated_data(self) -> FederatedData[ImageDataset]:
         return federated_fundus(self.cfg)
+
+    def site_from_path(self, path: str, name: str) -> SiteData[ImageDataset]:
+        """Deployment: a site's own data (see :func:`~fedsilo.data.fundus.fundus_site_from_path`)."""
+        return fundus_site_from_path(self.cfg, path, name)
 
     def pooled_train(self) -> ImageDataset:
         return ImageDataset.concat([s.train for s in self.federated_data().sites])
