@@ -296,6 +296,49 @@ def test_site_from_path_bad_data(tmp_path):
     assert zipfile.is_zipfile(npz)  # the intact file stays readable
 
 
+def seg_cfg(site_paths: dict[tuple[str, str], str], sites: list[dict] | None = None) -> object:
+    """A tiny FedGIN config whose sites read chaos-layout folders (the phantom written to disk)."""
+    vol = {"kind": "phantom", "count": 1, "offset": 50, "shape": [8, 32, 32]}
+    sites = sites or [{"name": n, "kind": "chaos", "modality": m, "path": p, "mapping": "fedsilo"}
+                      for (n, m), p in site_paths.items()]
+    return config_from_dict({
+        "experiment": {"name": "seg", "task": "segmentation", "seed": 0, "threads": 1},
+        "data": {"source": "volumes", "val_fraction": 0.25, "volume": {"size": 24, "cache": False},
+                 "sites": sites,
+                 "test": [{**vol, "name": "ct-test", "modality": "ct"}]},
+        "federation": {"num_sites": len(sites), "rounds": 1},
+        "unet": {"base_width": 4, "depth": 3, "num_res_units": 0},
+    })
+
+
+def test_segmentation_site_from_path_matches_the_local_engine(tmp_path):
+    from fedsilo.data.tools import write_abdomen_phantom
+
+    write_abdomen_phantom(tmp_path / "ct", 4, "ct", seed=3, shape=(8, 32, 32))
+    write_abdomen_phantom(tmp_path / "mr", 4, "mr", seed=4, shape=(8, 32, 32))
+    local = seg_cfg({("ct-site", "ct"): str(tmp_path / "ct"), ("mr-site", "mr"): str(tmp_path / "mr")})
+    ref = make_task(local).federated_data()
+    # the coordinator's config names the sites; their folders are only known at the sites
+    coord = seg_cfg({("ct-site", "ct"): "/nowhere/ct", ("mr-site", "mr"): "/nowhere/mr"})
+    task = make_task(coord)
+    for r in ref.sites:
+        site = task.site_from_path(str(tmp_path / r.info["modality"]), r.name)
+        assert site.name == r.name and site.info == r.info and (r.info["patients_train"], r.info["patients_val"]) == (3, 1)
+        assert torch.equal(site.train.images, r.train.images) and torch.equal(site.train.labels, r.train.labels)
+        assert torch.equal(site.val.images, r.val.images)
+    # the coordinator evaluates on its own test set without any site's scans
+    test = task.test_data()
+    assert test is not None and len(test) == 8 and torch.equal(test.images, make_task(local).test_data().images)
+    with pytest.raises(DataError, match=r"site-name 'other' is not a \[\[data.sites\]\] entry.*ct-site"):
+        task.site_from_path(str(tmp_path / "ct"), "other")
+    with pytest.raises(DataError, match=r"empty: no image_<id>.nii"):
+        (tmp_path / "empty").mkdir()
+        task.site_from_path(str(tmp_path / "empty"), "ct-site")
+    phantom = seg_cfg({}, sites=[{"name": "p", "kind": "phantom", "count": 2}])
+    with pytest.raises(DataError, match="built-in phantom"):
+        make_task(phantom).site_from_path(str(tmp_path / "ct"), "p")
+
+
 # -- attack hook -----------------------------------------------------------------------------------
 
 

@@ -102,12 +102,12 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 class Deployment:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sites: list[str] = SITES, cfg=None, data: dict[str, Path] | None = None) -> None:
         self.root = root
         self.certs = root / "certs"
-        make_certs(self.certs, SITES)
-        self.cfg = small_cfg(timeout=60.0, min_sites=2)
-        self.data = write_site_folders(self.cfg, root / "data")
+        make_certs(self.certs, sites)
+        self.cfg = cfg if cfg is not None else small_cfg(timeout=60.0, min_sites=2)
+        self.data = data if data is not None else write_site_folders(self.cfg, root / "data")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.superlink: subprocess.Popen | None = None
@@ -128,7 +128,7 @@ class Deployment:
     def start_node(self, site: str, certs: Path | None = None, label: str = "") -> subprocess.Popen:
         label = label or site
         proc = fedsilo("deploy", "supernode", "--certs", str(certs or self.certs / "sites" / site), "--site", site,
-                       "--data", str(self.data.get(site, self.data["site-1"])), "--superlink", self.address,
+                       "--data", str(self.data.get(site, next(iter(self.data.values())))), "--superlink", self.address,
                        "--port", str(free_port()), log=self.log(f"node-{label}"))
         self.nodes[label] = proc
         return proc
@@ -241,3 +241,50 @@ def test_site_dropout(deployment):
     glob = next(r for r in r2 if r["scope"] == "global" and "sites_aggregated" in r)
     assert (glob["sites_aggregated"], glob["sites_dropped"]) == (2, 1)
     assert (out / "final.pt").is_file()
+
+
+def seg_cfg(paths: dict[tuple[str, str], str]):
+    """FedGIN on two sites (one CT, one MRI) reading chaos-layout folders; a phantom test set per modality."""
+    shape = [8, 32, 32]
+    return config_from_dict({
+        "experiment": {"name": "dep-seg", "task": "segmentation", "seed": 0, "threads": 1},
+        "data": {"source": "volumes", "val_fraction": 0.25, "volume": {"size": 32, "skip_empty": True},
+                 "sites": [{"name": n, "kind": "chaos", "modality": m, "path": p, "mapping": "fedsilo"}
+                           for (n, m), p in paths.items()],
+                 "test": [{"name": f"{m}-test", "kind": "phantom", "modality": m, "count": 1, "offset": 100,
+                           "shape": shape} for m in ("ct", "mr")]},
+        "federation": {"num_sites": 2, "rounds": 2, "timeout": 60.0},
+        "train": {"local_steps": 3, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
+        "segmentation": {"method": "gin"},
+        "unet": {"base_width": 4, "depth": 3, "num_res_units": 0},
+    })
+
+
+def test_segmentation_deployment_matches_local_engine(tmp_path_factory):
+    """FedGIN across a CT hospital and an MRI hospital: the coordinator never sees a data path."""
+    from fedsilo.data.tools import write_abdomen_phantom
+
+    root = tmp_path_factory.mktemp("deploy-seg")
+    data = {"ct-site": root / "ct", "mr-site": root / "mr"}
+    write_abdomen_phantom(data["ct-site"], 4, "ct", seed=1, shape=(8, 32, 32))
+    write_abdomen_phantom(data["mr-site"], 4, "mr", seed=2, shape=(8, 32, 32))
+    local_cfg = seg_cfg({("ct-site", "ct"): str(data["ct-site"]), ("mr-site", "mr"): str(data["mr-site"])})
+    coord_cfg = seg_cfg({("ct-site", "ct"): "/site-only/ct", ("mr-site", "mr"): "/site-only/mr"})
+    dep = Deployment(root, list(data), coord_cfg, data)
+    try:
+        dep.start_superlink()
+        for site in data:
+            dep.start_node(site)
+        out = root / "run"
+        proc = dep.run(out)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    finally:
+        dep.close()
+    local = start_run(local_cfg, root / "local", "local")
+    a, b = final_model(out), final_model(local.path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    last = [r for r in metrics(out) if r["scope"] == "global" and "test_dice3d_mr_mean" in r][-1]
+    ref = [r for r in metrics(local.path) if r["scope"] == "global" and "test_dice3d_mr_mean" in r][-1]
+    assert last["round"] == 2 and last["test_dice3d_mr_mean"] == ref["test_dice3d_mr_mean"]
+    sites = {s["name"]: s for s in json.loads((out / "sites.json").read_text())}
+    assert (sites["ct-site"]["modality"], sites["mr-site"]["modality"]) == ("ct", "mr")

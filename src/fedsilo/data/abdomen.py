@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -224,39 +224,77 @@ def federated_volumes(cfg: ExperimentConfig) -> FederatedData[SliceDataset]:
 
 
 def _build(cfg: ExperimentConfig) -> FederatedData[SliceDataset]:
+    sites = [_site(cfg, pos, spec) for pos, spec in enumerate(cfg.data.sites)]
+    table = np.array([s.info["class_counts"] for s in sites]) if sites else np.zeros((0, NUM_CLASSES))
+    return FederatedData(sites, volume_tests(cfg), table, ORGANS)
+
+
+def _site(cfg: ExperimentConfig, pos: int, spec: VolumeSourceSection) -> SiteData[SliceDataset]:
+    """Site ``pos`` of ``[[data.sites]]`` (read from ``spec``): its patients split into train/val."""
     data, vcfg, seed = cfg.data, cfg.data.volume, cfg.experiment.seed
-    settings = preprocess_settings(vcfg)
-    sites: list[SiteData[SliceDataset]] = []
-    table = []
-    for pos, spec in enumerate(data.sites):
-        name = default_name(spec, pos)
-        vols = load_volumes(spec, settings, seed=seed, name=name, use_cache=vcfg.cache)
-        if not vols:
-            raise DataError(f"site {name!r}: no volumes found in {spec.path or 'the phantom'}")
-        ids = [v.patient_id for v in vols]
-        if len(ids) > 1 and data.val_fraction > 0:
-            n_val = max(1, int(round(data.val_fraction * len(ids))))
-            groups = split_patients(ids, counts=(len(ids) - n_val, n_val), names=("train", "val"),
-                                    seed=derive_seed(seed, "patient-split", pos))
-        else:
-            groups = {"train": sorted(ids), "val": []}
-        train_v = [v for v in vols if v.patient_id in set(groups["train"])]
-        val_v = [v for v in vols if v.patient_id in set(groups["val"])]
-        train = _slices(train_v, vcfg, vcfg.skip_empty)
-        val = _slices(val_v, vcfg, False)
-        annotated = sorted(set().union(*(v.annotated for v in vols)))
-        counts = train.organ_counts()
-        table.append(counts)
-        sites.append(SiteData(name, train, val, info={
-            "modality": spec.modality, "annotated": ",".join(ORGANS[i] for i in annotated),
-            "patients_train": len(groups["train"]), "patients_val": len(groups["val"]),
-            "class_counts": counts.tolist(),
-        }))
-        logger.info("Site %s (%s): %d train / %d val patients, %d / %d slices", name, spec.modality,
-                    len(groups["train"]), len(groups["val"]), len(train), len(val))
-    tests = {}
-    for pos, spec in enumerate(data.test):
-        name = spec.name or f"test-{spec.kind}-{spec.modality}-{pos + 1}"
-        vols = load_volumes(spec, settings, seed=derive_seed(seed, "test"), name=name, use_cache=vcfg.cache)
-        tests[name] = _slices(vols, vcfg, False)
-    return FederatedData(sites, tests or None, np.array(table) if table else np.zeros((0, NUM_CLASSES)), ORGANS)
+    name = default_name(spec, pos)
+    vols = load_volumes(spec, preprocess_settings(vcfg), seed=seed, name=name, use_cache=vcfg.cache)
+    if not vols:
+        raise DataError(f"site {name!r}: no volumes found in {spec.path or 'the phantom'}")
+    ids = [v.patient_id for v in vols]
+    if len(ids) > 1 and data.val_fraction > 0:
+        n_val = max(1, int(round(data.val_fraction * len(ids))))
+        groups = split_patients(ids, counts=(len(ids) - n_val, n_val), names=("train", "val"),
+                                seed=derive_seed(seed, "patient-split", pos))
+    else:
+        groups = {"train": sorted(ids), "val": []}
+    train_v = [v for v in vols if v.patient_id in set(groups["train"])]
+    val_v = [v for v in vols if v.patient_id in set(groups["val"])]
+    train = _slices(train_v, vcfg, vcfg.skip_empty)
+    val = _slices(val_v, vcfg, False)
+    annotated = sorted(set().union(*(v.annotated for v in vols)))
+    logger.info("Site %s (%s): %d train / %d val patients, %d / %d slices", name, spec.modality,
+                len(groups["train"]), len(groups["val"]), len(train), len(val))
+    return SiteData(name, train, val, info={
+        "modality": spec.modality, "annotated": ",".join(ORGANS[i] for i in annotated),
+        "patients_train": len(groups["train"]), "patients_val": len(groups["val"]),
+        "class_counts": train.organ_counts().tolist(),
+    })
+
+
+def volume_tests(cfg: ExperimentConfig) -> dict[str, SliceDataset] | None:
+    """Every ``[[data.test]]`` set by name (None without any); loads no site's data (cached per process)."""
+    vcfg, seed = cfg.data.volume, cfg.experiment.seed
+
+    def build() -> dict[str, SliceDataset] | None:
+        tests = {}
+        for pos, spec in enumerate(cfg.data.test):
+            name = spec.name or f"test-{spec.kind}-{spec.modality}-{pos + 1}"
+            vols = load_volumes(spec, preprocess_settings(vcfg), seed=derive_seed(seed, "test"), name=name,
+                                use_cache=vcfg.cache)
+            tests[name] = _slices(vols, vcfg, False)
+        return tests or None
+
+    return process_cached(("volume-tests", config_hash(cfg, "data"), seed), build)
+
+
+def volume_site_from_path(cfg: ExperimentConfig, path: str, name: str) -> SiteData[SliceDataset]:
+    """One site's slices from its own folder (deployment: the SuperNode's ``data-path``).
+
+    The site is the ``[[data.sites]]`` entry called ``name``: its kind, modality, label mapping and
+    patient selection come from the config, its files from ``path`` (the config's ``path`` is the
+    coordinator's view and is ignored). Patients are split into train/val exactly as
+    :func:`federated_volumes` splits that entry, so a deployment sees the same slices as the
+    in-process engines reading the same folder.
+
+    Raises
+    ------
+    DataError
+        ``name`` is not a site of the config, the entry is a built-in phantom (which has no
+        folder), or the folder holds no readable volumes.
+    """
+    names = [default_name(spec, pos) for pos, spec in enumerate(cfg.data.sites)]
+    if name not in names:
+        raise DataError(f"site-name {name!r} is not a [[data.sites]] entry of the experiment (sites: {names})")
+    pos = names.index(name)
+    spec = cfg.data.sites[pos]
+    if spec.kind == "phantom":
+        raise DataError(f"[[data.sites]] {name!r} is a built-in phantom (kind = 'phantom'), which has no data "
+                        f"folder; in a deployment give the site its real kind (chaos, nnunet, manifest, pair, "
+                        f"dicom, png) — `fedsilo data phantom --kind abdomen` writes a phantom in the chaos layout")
+    return _site(cfg, pos, replace(spec, path=str(path)))

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ...augment import consistency_loss
-from ...data.abdomen import SliceDataset, default_name, federated_volumes
-from ...data.federated import FederatedData
+from ...data.abdomen import SliceDataset, default_name, federated_volumes, volume_site_from_path, volume_tests
+from ...data.federated import FederatedData, SiteData
 from ...data.labels import NUM_CLASSES, ORGANS
 from ...models.dsbn import norm_key_domains
 from ...models.unet import DEFAULT_DOMAINS, build_unet
@@ -103,6 +103,10 @@ class SegmentationTask(Task):
 
     def federated_data(self) -> FederatedData[SliceDataset]:
         return federated_volumes(self.cfg)
+
+    def site_from_path(self, path: str, name: str) -> SiteData[SliceDataset]:
+        """Deployment: site ``name``'s scans from its own folder (see :func:`~fedsilo.data.abdomen.volume_site_from_path`)."""
+        return volume_site_from_path(self.cfg, path, name)
 
     def pooled_train(self) -> SliceDataset:
         return SliceDataset.concat([s.train for s in self.federated_data().sites])
@@ -199,9 +203,11 @@ class SegmentationTask(Task):
     # -- evaluation ----------------------------------------------------------------------------
 
     def test_data(self) -> SliceDataset | None:
-        """Every ``[[data.test]]`` set in one dataset (patient ids prefixed with the set's name)."""
+        """Every ``[[data.test]]`` set in one dataset (patient ids prefixed with the set's name).
+
+        Reads only the test sets, never a site's scans (a deployment's coordinator has none)."""
         if self._test is None:
-            self._test = merge_test_sets(self.federated_data().test) or False
+            self._test = merge_test_sets(volume_tests(self.cfg)) or False
         return self._test or None
 
     def evaluate(self, model: nn.Module, data: Any, device: torch.device) -> dict[str, float]:
