@@ -57,3 +57,22 @@ def test_reply_level_checks():
         _reply(RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: 5})})), TEMPLATE)
     assert "invalid 'num-examples': 0" in check_train_reply(
         _reply(RecordDict({ARRAYS: good, METRICS: MetricRecord({NUM_EXAMPLES: 0})})), TEMPLATE)
+
+
+def test_kept_array_is_a_plain_array_that_decodes_once():
+    import torch
+
+    from fedsilo.federation.messages import KeptArray, state_to_arrays
+
+    weights = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    record = state_to_arrays({"w": weights, "n": torch.tensor(7)})
+    kept = record["w"]
+    assert isinstance(kept, KeptArray) and kept.data == Array(weights.numpy()).data  # same wire bytes
+    weights.add_(100.0)  # the model trains on: the message must not change
+    first, second = kept.numpy(), kept.numpy()
+    assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3)) and first.dtype == np.float32
+    first[0, 0] = -1.0  # each call returns a fresh writable copy, as Array.numpy does
+    assert second[0, 0] == 0.0 and kept.numpy()[0, 0] == 0.0
+    assert record["n"].numpy().dtype == np.int64 and int(record["n"].numpy()) == 7
+    kept.data = Array(np.zeros((2, 3), np.float32)).data  # new bytes: decoded from now on
+    assert np.array_equal(kept.numpy(), np.zeros((2, 3), np.float32))

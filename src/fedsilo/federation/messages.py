@@ -28,12 +28,38 @@ NUM_EXAMPLES = "num-examples"
 QUERY_SITE_INFO = "query.site_info"
 
 
+class KeptArray(Array):
+    """A Flower :class:`~flwr.app.Array` that keeps a private copy of the ndarray it encodes.
+
+    ``data`` holds the usual ``.npy`` bytes, so the array travels (and is counted) exactly as a
+    plain Array; but :meth:`numpy` returns a fresh copy of the kept ndarray instead of parsing
+    those bytes again. In-process, an update is read several times (the site's model, update
+    validation, aggregation, dtype casting), and decoding each time was the largest part of the
+    local engine's round overhead (``benchmarks/RESULTS.md``, "Profile"). A message that crosses
+    a process boundary is rebuilt by Flower as a plain Array and decodes as before.
+    """
+
+    def __init__(self, ndarray: np.ndarray) -> None:
+        kept = np.array(ndarray, copy=True, order="C")  # never a view of a live model's memory
+        super().__init__(kept)
+        self.__dict__["_kept"] = kept
+
+    def numpy(self) -> np.ndarray:
+        """A fresh, writable copy of the array (as :meth:`Array.numpy` returns)."""
+        kept = self.__dict__.get("_kept")
+        return super().numpy() if kept is None else kept.copy()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("dtype", "shape", "stype", "data"):
+            self.__dict__.pop("_kept", None)  # the bytes changed: decode them from now on
+        super().__setattr__(name, value)
+
+
 def state_to_arrays(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:
     """ArrayRecord of a state dict (tensors or numpy arrays), keys kept in order."""
     out = ArrayRecord()
     for k, v in state.items():
-        arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-        out[k] = Array(np.ascontiguousarray(arr))
+        out[k] = KeptArray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
     return out
 
 
@@ -56,7 +82,7 @@ def cast_like(arrays: ArrayRecord, template: Mapping[str, np.ndarray]) -> ArrayR
         ref = template.get(k)
         if ref is not None and a.dtype != ref.dtype:
             a = np.round(a).astype(ref.dtype) if np.issubdtype(ref.dtype, np.integer) else a.astype(ref.dtype)
-        out[k] = Array(np.ascontiguousarray(a))
+        out[k] = KeptArray(a)
     return out
 
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     Bulyan,
@@ -37,7 +37,7 @@ from flwr.serverapp.strategy import (
 )
 
 from ..config.schema import StrategySection
-from .messages import ARRAYS, METRICS, NUM_EXAMPLES
+from .messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class LocalStateStrategy(Strategy):
             return arrays
         out = ArrayRecord()
         for k, v in arrays.items():
-            out[k] = Array(own[k]) if k in own else v
+            out[k] = KeptArray(own[k]) if k in own else v
         return out
 
     def _personalise(self, messages: Iterable[Message]) -> list[Message]:
@@ -189,7 +189,7 @@ class LocalStateStrategy(Strategy):
             merged = ArrayRecord()
             for key, value in arrays.items():
                 own = self.local.get(self._owner(key) or "", {})
-                merged[key] = Array(own[key]) if key in own else value
+                merged[key] = KeptArray(own[key]) if key in own else value
             arrays = merged
         return arrays, metrics
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
 from flwr.app.message_type import MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -46,7 +46,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT,
 
 from ..config import ExperimentConfig
 from ..config.schema import PrivacySection
-from ..federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
+from ..federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, KeptArray
 from ..seeding import derive_seed
 from .accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
 
@@ -72,7 +72,7 @@ def _float_arrays(record: ArrayRecord) -> ArrayRecord:
     out = ArrayRecord()
     for k, v in record.items():
         a = v.numpy()
-        out[k] = Array(a.astype(np.float64)) if not np.issubdtype(a.dtype, np.floating) else v
+        out[k] = KeptArray(a.astype(np.float64)) if not np.issubdtype(a.dtype, np.floating) else v
     return out
 
 
@@ -233,7 +233,7 @@ def client_clipping_mod(msg: Message, context: Context, call_next: Any) -> Messa
     clipped = compute_adaptive_clip_model_update(new, old, norm)
     dtypes = [a.dtype for a in received.to_numpy_ndarrays()]
     reply.content.array_records[ARRAYS] = ArrayRecord({
-        k: Array(np.ascontiguousarray(np.round(v).astype(d) if not np.issubdtype(d, np.floating) else v.astype(d)))
+        k: KeptArray(np.round(v).astype(d) if not np.issubdtype(d, np.floating) else v.astype(d))
         for k, v, d in zip(received.keys(), new, dtypes, strict=True)
     })
     reply.content.metric_records[METRICS][KEY_NORM_BIT] = int(clipped)
