@@ -67,7 +67,10 @@ def test_kept_array_is_a_plain_array_that_decodes_once():
     weights = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     record = state_to_arrays({"w": weights, "n": torch.tensor(7)})
     kept = record["w"]
-    assert isinstance(kept, KeptArray) and kept.data == Array(weights.numpy()).data  # same wire bytes
+    plain = Array(weights.numpy())
+    assert isinstance(kept, KeptArray) and kept.data == plain.data
+    # it travels as an Array: the same deflated bytes (type header included) and object id
+    assert kept.deflate() == plain.deflate() and kept.object_id == plain.object_id
     weights.add_(100.0)  # the model trains on: the message must not change
     first, second = kept.numpy(), kept.numpy()
     assert np.array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3)) and first.dtype == np.float32

@@ -39,6 +39,10 @@ class KeptArray(Array):
     a process boundary is rebuilt by Flower as a plain Array and decodes as before.
     """
 
+    # Flower names an object's type on the wire by its class's qualified name (and looks the
+    # class up by it when inflating): a KeptArray must travel, byte for byte, as an Array.
+    __qualname__ = "Array"
+
     def __init__(self, ndarray: np.ndarray) -> None:
         kept = np.array(ndarray, copy=True, order="C")  # never a view of a live model's memory
         super().__init__(kept)
