@@ -110,10 +110,12 @@ def run(before: str = BEFORE, repeats: int = 3) -> str:
         f"**Profile** (this tree, cProfile on; overhead {1000 * over:.0f} ms of a {rnd:.2f} s round). Milliseconds "
         "per round, cumulative (nested entries overlap):\n\n"
         + table(["function", "calls", "ms per round"], rows)
-        + "\n\n**Fix.** Every training reply was decoded from its `.npy` bytes three to four times in one process "
-        "(the site's model load, update validation, aggregation, dtype casting): `KeptArray` "
-        "(`fedsilo/federation/messages.py`) keeps a private copy of the ndarray it encodes and hands out copies of "
-        "it; the bytes on the wire are unchanged, and messages that cross a process boundary decode as before.\n\n"
+        + "\n\n**Fix.** In one process, every message's arrays were encoded to `.npy` bytes (Flower's wire "
+        "format) that nothing read, and every training reply was decoded from those bytes three to four times "
+        "(the site's model load, update validation, aggregation, dtype casting). `KeptArray` "
+        "(`fedsilo/federation/messages.py`) keeps a private copy of its ndarray, hands out copies of it, and "
+        "makes the bytes only when something reads them (Flower sending the message to another process, "
+        "byte counts); what travels is unchanged, and messages from another process decode as before.\n\n"
         f"**Before/after** (commit `{before}` vs this tree, alternating fresh processes, {repeats} runs each, "
         "profiler off):\n\n"
         + table(["tree", "round overhead (ms, median)", "round (s)", "overhead share", "runs (ms)"], ab_rows)

@@ -79,3 +79,22 @@ def test_kept_array_is_a_plain_array_that_decodes_once():
     assert record["n"].numpy().dtype == np.int64 and int(record["n"].numpy()) == 7
     kept.data = Array(np.zeros((2, 3), np.float32)).data  # new bytes: decoded from now on
     assert np.array_equal(kept.numpy(), np.zeros((2, 3), np.float32))
+
+
+def test_kept_array_encodes_lazily_and_copies_like_an_array():
+    import copy
+    import pickle
+
+    from fedsilo.federation.messages import KeptArray
+
+    values = np.linspace(0, 1, 12, dtype=np.float64).reshape(3, 4)
+    kept = KeptArray(values)
+    assert "data" not in kept.__dict__ and (kept.dtype, kept.shape) == ("float64", (3, 4))
+    assert ArrayRecord({"w": kept}).count_bytes() == ArrayRecord({"w": Array(values)}).count_bytes()
+    assert kept.data == Array(values).data
+    for clone in (copy.deepcopy(KeptArray(values)), pickle.loads(pickle.dumps(KeptArray(values)))):
+        # copied or pickled (Ray, the simulation engine) as the plain Array it stands for
+        assert type(clone) is Array and np.array_equal(clone.numpy(), values) and clone.data == Array(values).data
+    other = KeptArray(values)
+    other.shape = (4, 3)  # changing a field first fixes the bytes, then decodes from them
+    assert "_kept" not in other.__dict__ and other.data == Array(values).data

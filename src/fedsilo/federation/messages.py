@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from io import BytesIO
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.common.constant import SType
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -29,14 +31,16 @@ QUERY_SITE_INFO = "query.site_info"
 
 
 class KeptArray(Array):
-    """A Flower :class:`~flwr.app.Array` that keeps a private copy of the ndarray it encodes.
+    """A Flower :class:`~flwr.app.Array` that keeps a private copy of its ndarray.
 
-    ``data`` holds the usual ``.npy`` bytes, so the array travels (and is counted) exactly as a
-    plain Array; but :meth:`numpy` returns a fresh copy of the kept ndarray instead of parsing
-    those bytes again. In-process, an update is read several times (the site's model, update
-    validation, aggregation, dtype casting), and decoding each time was the largest part of the
-    local engine's round overhead (``benchmarks/RESULTS.md``, "Profile"). A message that crosses
-    a process boundary is rebuilt by Flower as a plain Array and decodes as before.
+    It travels, and is counted, exactly as a plain Array: ``data`` are the usual ``.npy`` bytes.
+    But those bytes are only made when something reads ``data`` (Flower serialising the message
+    for another process, ``ArrayRecord.count_bytes``), and :meth:`numpy` returns a fresh copy of
+    the kept ndarray instead of parsing them. In-process, a site's update is read several times
+    (the site's model, update validation, aggregation, dtype casting) and never needs its bytes;
+    encoding and decoding them was most of the local engine's round overhead
+    (``benchmarks/RESULTS.md``, "Profile of the local engine's round overhead"). A message that
+    crosses a process boundary is rebuilt by Flower as a plain Array and decodes as usual.
     """
 
     # Flower names an object's type on the wire by its class's qualified name (and looks the
@@ -45,8 +49,21 @@ class KeptArray(Array):
 
     def __init__(self, ndarray: np.ndarray) -> None:
         kept = np.array(ndarray, copy=True, order="C")  # never a view of a live model's memory
-        super().__init__(kept)
-        self.__dict__["_kept"] = kept
+        self.__dict__.update(dtype=str(kept.dtype), shape=tuple(kept.shape), stype=SType.NUMPY, _kept=kept)
+
+    def __getattr__(self, name: str) -> object:
+        # Only reached for attributes not set yet: ``data`` is encoded on first use.
+        kept = self.__dict__.get("_kept")
+        if name != "data" or kept is None:
+            raise AttributeError(name)
+        buffer = BytesIO()
+        np.save(buffer, kept, allow_pickle=False)  # exactly Array.from_numpy_ndarray's bytes
+        self.__dict__["data"] = data = buffer.getvalue()
+        return data
+
+    def __reduce__(self) -> tuple[type[Array], tuple[str, tuple[int, ...], str, bytes]]:
+        # Pickled (Ray, deepcopy) as the plain Array it stands for.
+        return Array, (self.dtype, tuple(self.shape), self.stype, self.data)
 
     def numpy(self) -> np.ndarray:
         """A fresh, writable copy of the array (as :meth:`Array.numpy` returns)."""
@@ -55,6 +72,8 @@ class KeptArray(Array):
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in ("dtype", "shape", "stype", "data"):
+            if "data" not in self.__dict__ and name != "data":
+                _ = self.data  # keep the fields consistent before one of them changes
             self.__dict__.pop("_kept", None)  # the bytes changed: decode them from now on
         super().__setattr__(name, value)
 
