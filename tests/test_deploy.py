@@ -27,7 +27,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedsilo.cli import main
-from fedsilo.config import config_from_dict
 from fedsilo.data.errors import DataError
 from fedsilo.deploy.certs import DeployError, issue_certificate, make_certs, read_site_bundle
 from fedsilo.deploy.checks import check_auth_key, check_server_files, parse_address, san_names, tls_handshake
@@ -35,18 +34,9 @@ from fedsilo.deploy.sites import write_site_folders
 from fedsilo.federation.attacks import poison
 from fedsilo.tasks import make_task
 
+from deploy_helpers import seg_cfg, small_cfg
+
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def small_cfg(**fed):
-    return config_from_dict({
-        "experiment": {"name": "dep", "seed": 0, "threads": 1},
-        "data": {"source": "phantom", "image_size": 28, "val_fraction": 0.2, "phantom": {"n_train": 60, "n_test": 20}},
-        "partition": {"name": "iid"},
-        "federation": {"num_sites": 3, "rounds": 2, **fed},
-        "train": {"batch_size": 16, "local_epochs": 1},
-        "classifier": {"width": 4, "depth": 1},
-    })
 
 
 # -- certificates --------------------------------------------------------------------------------
@@ -296,21 +286,6 @@ def test_site_from_path_bad_data(tmp_path):
     assert zipfile.is_zipfile(npz)  # the intact file stays readable
 
 
-def seg_cfg(site_paths: dict[tuple[str, str], str], sites: list[dict] | None = None) -> object:
-    """A tiny FedGIN config whose sites read chaos-layout folders (the phantom written to disk)."""
-    vol = {"kind": "phantom", "count": 1, "offset": 50, "shape": [8, 32, 32]}
-    sites = sites or [{"name": n, "kind": "chaos", "modality": m, "path": p, "mapping": "fedsilo"}
-                      for (n, m), p in site_paths.items()]
-    return config_from_dict({
-        "experiment": {"name": "seg", "task": "segmentation", "seed": 0, "threads": 1},
-        "data": {"source": "volumes", "val_fraction": 0.25, "volume": {"size": 24, "cache": False},
-                 "sites": sites,
-                 "test": [{**vol, "name": "ct-test", "modality": "ct"}]},
-        "federation": {"num_sites": len(sites), "rounds": 1},
-        "unet": {"base_width": 4, "depth": 3, "num_res_units": 0},
-    })
-
-
 def test_segmentation_site_from_path_matches_the_local_engine(tmp_path):
     from fedsilo.data.tools import write_abdomen_phantom
 
@@ -328,13 +303,13 @@ def test_segmentation_site_from_path_matches_the_local_engine(tmp_path):
         assert torch.equal(site.val.images, r.val.images)
     # the coordinator evaluates on its own test set without any site's scans
     test = task.test_data()
-    assert test is not None and len(test) == 8 and torch.equal(test.images, make_task(local).test_data().images)
+    assert test is not None and len(test) == 16 and torch.equal(test.images, make_task(local).test_data().images)
     with pytest.raises(DataError, match=r"site-name 'other' is not a \[\[data.sites\]\] entry.*ct-site"):
         task.site_from_path(str(tmp_path / "ct"), "other")
     with pytest.raises(DataError, match=r"empty: no image_<id>.nii"):
         (tmp_path / "empty").mkdir()
         task.site_from_path(str(tmp_path / "empty"), "ct-site")
-    phantom = seg_cfg({}, sites=[{"name": "p", "kind": "phantom", "count": 2}])
+    phantom = seg_cfg({}, sites=[{"name": "p", "kind": "phantom", "count": 2, "shape": [8, 32, 32]}])
     with pytest.raises(DataError, match="built-in phantom"):
         make_task(phantom).site_from_path(str(tmp_path / "ct"), "p")
 

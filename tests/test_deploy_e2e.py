@@ -25,22 +25,11 @@ from fedsilo.deploy.certs import make_certs
 from fedsilo.deploy.sites import write_site_folders
 from fedsilo.runner import start_run
 
-from fedsilo.config import config_from_dict
+from deploy_helpers import seg_cfg, small_cfg
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 SRC = Path(__file__).resolve().parents[1] / "src"
 SITES = ["site-1", "site-2", "site-3"]
-
-
-def small_cfg(**fed):
-    return config_from_dict({
-        "experiment": {"name": "dep", "seed": 0, "threads": 1},
-        "data": {"source": "phantom", "image_size": 28, "val_fraction": 0.2, "phantom": {"n_train": 60, "n_test": 20}},
-        "partition": {"name": "iid"},
-        "federation": {"num_sites": 3, "rounds": 2, **fed},
-        "train": {"batch_size": 16, "local_epochs": 1},
-        "classifier": {"width": 4, "depth": 1},
-    })
 
 
 def free_port() -> int:
@@ -141,6 +130,14 @@ class Deployment:
                                "--certs", str(self.certs), "--timeout", str(timeout)], env=env(),
                               capture_output=True, text=True, timeout=timeout + 60)
 
+    def start_run(self, out: Path, stdout: int) -> subprocess.Popen:
+        """``fedsilo deploy run`` of the experiment in the background (stdout: PIPE (text) or DEVNULL)."""
+        cfg = self.root / "experiment.toml"
+        cfg.write_text(dumps(self.cfg), encoding="utf-8")
+        return subprocess.Popen([sys.executable, "-m", "fedsilo", "deploy", "run", str(cfg), "--out", str(out),
+                                 "--superlink", self.address, "--certs", str(self.certs), "--timeout", "400"],
+                                env=env(), stdout=stdout, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
     def close(self) -> None:
         for proc in self.nodes.values():
             stop(proc)
@@ -199,12 +196,7 @@ def test_end_to_end_matches_local_engine_and_refuses_unknown_nodes(deployment, t
 
 def test_coordinator_crash_then_resume(deployment, tmp_path):
     out = deployment.root / "run-crash"
-    cfg = deployment.root / "experiment.toml"
-    cfg.write_text(dumps(deployment.cfg), encoding="utf-8")
-    runner = subprocess.Popen([sys.executable, "-m", "fedsilo", "deploy", "run", str(cfg), "--out", str(out),
-                               "--superlink", deployment.address, "--certs", str(deployment.certs),
-                               "--timeout", "400"], env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    runner = deployment.start_run(out, subprocess.DEVNULL)
     try:
         wait_for(lambda: (out / "checkpoints" / "latest.pt").is_file(), "round 1's checkpoint", 300)
         stop(deployment.superlink, signal.SIGKILL)  # the coordinator dies (SuperLink, ServerApp with it)
@@ -222,12 +214,7 @@ def test_coordinator_crash_then_resume(deployment, tmp_path):
 
 def test_site_dropout(deployment):
     out = deployment.root / "run-dropout"
-    cfg = deployment.root / "experiment.toml"
-    cfg.write_text(dumps(deployment.cfg), encoding="utf-8")
-    runner = subprocess.Popen([sys.executable, "-m", "fedsilo", "deploy", "run", str(cfg), "--out", str(out),
-                               "--superlink", deployment.address, "--certs", str(deployment.certs),
-                               "--timeout", "400"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+    runner = deployment.start_run(out, subprocess.PIPE)
     try:
         wait_for(lambda: (out / "checkpoints" / "latest.pt").is_file(), "round 1", 300)
         stop(deployment.nodes["site-3"], signal.SIGKILL)  # site-3 goes away as round 2 starts
@@ -241,23 +228,6 @@ def test_site_dropout(deployment):
     glob = next(r for r in r2 if r["scope"] == "global" and "sites_aggregated" in r)
     assert (glob["sites_aggregated"], glob["sites_dropped"]) == (2, 1)
     assert (out / "final.pt").is_file()
-
-
-def seg_cfg(paths: dict[tuple[str, str], str]):
-    """FedGIN on two sites (one CT, one MRI) reading chaos-layout folders; a phantom test set per modality."""
-    shape = [8, 32, 32]
-    return config_from_dict({
-        "experiment": {"name": "dep-seg", "task": "segmentation", "seed": 0, "threads": 1},
-        "data": {"source": "volumes", "val_fraction": 0.25, "volume": {"size": 32, "skip_empty": True},
-                 "sites": [{"name": n, "kind": "chaos", "modality": m, "path": p, "mapping": "fedsilo"}
-                           for (n, m), p in paths.items()],
-                 "test": [{"name": f"{m}-test", "kind": "phantom", "modality": m, "count": 1, "offset": 100,
-                           "shape": shape} for m in ("ct", "mr")]},
-        "federation": {"num_sites": 2, "rounds": 2, "timeout": 60.0},
-        "train": {"local_steps": 3, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
-        "segmentation": {"method": "gin"},
-        "unet": {"base_width": 4, "depth": 3, "num_res_units": 0},
-    })
 
 
 def test_segmentation_deployment_matches_local_engine(tmp_path_factory):
