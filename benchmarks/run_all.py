@@ -11,7 +11,7 @@ import logging
 import time
 import warnings
 
-from .common import write_section
+from .common import table, write_section
 
 BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp", "poisoning"]
 
@@ -24,6 +24,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' secure-RNG and hook notices
     names = args.only.split(",") if args.only else BENCHMARKS
+    start = time.monotonic()
+    took: list[list[object]] = []
     for name in names:
         try:
             module = importlib.import_module(f"benchmarks.bench_{name}")
@@ -35,7 +37,15 @@ def main() -> int:
         body = module.run(quick=args.quick)
         command = f"python -m benchmarks.run_all --only {name}" + (" --quick" if args.quick else "")
         write_section(module.NAME, module.TITLE, command, body, t0)
+        took.append([name, module.TITLE, f"{time.monotonic() - t0:.0f}"])
         print(body, flush=True)
+    if not args.only:  # the whole `make bench`: record how long it took (issue 9: under 30 minutes on 2 cores)
+        total = time.monotonic() - start
+        body = (table(["benchmark", "section", "seconds"], took)
+                + f"\n\nTotal: {total:.0f} s ({total / 60:.1f} min) for `make bench`"
+                + (" --quick" if args.quick else "") + ".")
+        write_section("make-bench", "`make bench`: every benchmark in one run (issue 9)",
+                      "make bench" + (" (--quick)" if args.quick else ""), body, start)
     return 0
 
 

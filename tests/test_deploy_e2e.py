@@ -165,6 +165,14 @@ def final_model(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "final.pt", map_location="cpu", weights_only=False)["model"]
 
 
+def diagnosis(deployment: Deployment, out: Path, output: str) -> str:
+    """What a failed deployment test needs to be understood from CI's log alone."""
+    rows = "\n".join(json.dumps(r) for r in metrics(out) if r["scope"] == "global" and "sites_sampled" in r)
+    logs = "\n".join(f"--- {p.name} (end)\n{p.read_text(errors='replace')[-1500:]}"
+                     for p in sorted(deployment.root.glob("*.log")))
+    return f"round rows of {out.name}:\n{rows}\n--- run output (end)\n{output[-3000:]}\n{logs}"
+
+
 def test_end_to_end_matches_local_engine_and_refuses_unknown_nodes(deployment, tmp_path):
     # a SuperNode whose key the SuperLink never registered (another study's certs)
     # a SuperNode with the study's CA but a key the SuperLink never registered, and one with a wrong CA
@@ -208,7 +216,8 @@ def test_coordinator_crash_then_resume(deployment, tmp_path):
     proc = deployment.run(out, "--resume", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a, b = final_model(out), final_model(deployment.root / "run-e2e")
-    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run must equal the uninterrupted one"
+    assert all(torch.equal(a[k], b[k]) for k in a), ("the resumed run must equal the uninterrupted one\n"
+                                                     + diagnosis(deployment, out, proc.stdout + proc.stderr))
     assert json.loads((out / "env.json").read_text())["resumes"]
 
 

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, Context, Message
+from flwr.app import Array, Context, Error, Message
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from fedsilo.federation import client_app as real
-from fedsilo.federation.inprocess import run_inprocess
+from fedsilo.federation.inprocess import InProcessGrid, run_inprocess, run_on_grid
 from fedsilo.federation.messages import ARRAYS
 from fedsilo.federation.server_app import make_server_app
 from fedsilo.loop import FederationError, RunInterrupted
@@ -216,3 +217,72 @@ def test_amp_is_a_no_op_on_cpu():
     if torch.cuda.is_available():  # pragma: no cover - CPU is the tested default
         with autocast(True, torch.device("cuda")):
             assert (torch.ones(2, 2, device="cuda") @ torch.ones(2, 2, device="cuda")).dtype == torch.bfloat16
+
+
+class _FlakyGrid(InProcessGrid):
+    """Node 1002 is unreachable for its first ``unreachable`` queries, or never answers (``silent``)."""
+
+    def __init__(self, *args, unreachable: int = 0, silent: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.unreachable, self.silent, self.queries = unreachable, silent, 0
+
+    def _deliver(self, msg: Message) -> Message:
+        if msg.metadata.dst_node_id == 1002 and msg.metadata.message_type == "query.site_info":
+            self.queries += 1
+            if self.queries <= self.unreachable:
+                return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node offline"), reply_to=msg)
+        return super()._deliver(msg)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = super().send_and_receive(messages, timeout=timeout)
+        return [r for r in replies if not (self.silent and r.metadata.src_node_id == 1002)]
+
+
+def _run_on(grid: InProcessGrid, run: RunDir) -> None:
+    run_on_grid(make_server_app(run.path), grid)
+
+
+def _nodes(n: int) -> list[dict]:
+    return [{"partition-id": i, "num-partitions": n} for i in range(n)]
+
+
+def test_a_site_unreachable_at_setup_is_asked_again(tiny_cfg, tmp_path):
+    # after a coordinator restart the SuperLink may answer for a node that has not reconnected yet
+    run = RunDir.create(tmp_path / "run", tiny_cfg("federation.rounds=1"), "local")
+    grid = _FlakyGrid(real.app, _nodes(2), unreachable=2)
+    _run_on(grid, run)
+    assert grid.queries == 3
+    assert [s["name"] for s in json.loads((run.path / "sites.json").read_text())] == ["site-1", "site-2"]
+    assert all(r["sites_aggregated"] == 2 for r in _rows(run.path) if "sites_aggregated" in r)
+
+
+def test_a_site_that_never_describes_itself_stops_the_run(tiny_cfg, tmp_path):
+    run = RunDir.create(tmp_path / "run", tiny_cfg("federation.timeout=2.0"), "local")
+    with pytest.raises(FederationError, match=r"only 1 of 2 sites described themselves within 2s .*node\(s\) \[1002\]"):
+        _run_on(_FlakyGrid(real.app, _nodes(2), silent=True), run)
+    assert not (run.path / "sites.json").exists() and not run.checkpoint_path.exists()
+
+
+def test_resume_refuses_a_different_set_of_sites(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("federation.rounds=3", "federation.site_names=['north','south']")
+
+    def stop_after_1(rnd):
+        if rnd == 1:
+            raise RunInterrupted("stopped for the test")
+
+    with pytest.raises(RunInterrupted):
+        start_run(cfg, tmp_path / "cut", on_round_end=stop_after_1)
+    app = ClientApp()
+
+    @app.query("site_info")
+    def info(msg: Message, context: Context) -> Message:  # another hospital answers in south's place
+        reply = real.site_info(msg, context)
+        site = reply.content.config_records["site"]
+        if site["site-name"] == "south":
+            site["site-name"] = "east"
+        return reply
+
+    run = RunDir.open(tmp_path / "cut")
+    with pytest.raises(FederationError, match=r"started with sites \['north', 'south'\] but \['north', 'east'\]"):
+        _run_on(InProcessGrid(app, _nodes(2)), run)
+    assert torch.load(run.checkpoint_path, weights_only=False)["round"] == 1

@@ -109,6 +109,11 @@ def run_inprocess(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
         [{"partition-id": i, "num-partitions": num_nodes, **extra.get(i, {})} for i in range(num_nodes)],
         run_config,
     )
+    run_on_grid(server_app, grid, run_config)
+
+
+def run_on_grid(server_app: ServerApp, grid: Grid, run_config: dict[str, object] | None = None) -> None:
+    """Run a ServerApp on ``grid`` in this process (messages carry the SuperLink's identity)."""
     # Messages take their sender's identity from the process, as under Flower's own runtimes.
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = grid.run.run_id

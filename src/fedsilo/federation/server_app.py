@@ -165,26 +165,64 @@ class FederatedRounds:
             time.sleep(1.0)
 
     def setup(self) -> None:
-        """Ask every node who it is; order sites; write the partition table."""
-        ids = self._wait_for_nodes()
-        msgs = [Message(RecordDict({CONFIG: self._config()}), dst_node_id=nid, message_type=QUERY_SITE_INFO)
-                for nid in ids]
-        sites = []
-        for reply in self.grid.send_and_receive(msgs, timeout=self.cfg.federation.timeout):
-            if reply.has_error():
-                raise FederationError(f"node {reply.metadata.src_node_id} failed to describe itself: "
-                                      f"{reply.error.reason}")
-            m, s = reply.content.metric_records[METRICS], reply.content.config_records[SITE]
-            sites.append(SiteInfo(reply.metadata.src_node_id, str(s["site-name"]), int(m["site-index"]),
-                                  int(m["num-train"]), int(m["num-val"]), [int(c) for c in m["class-counts"]],
-                                  dict(s)))
+        """Ask every node who it is; order sites; check a resumed run has its sites back; write the partition.
+
+        Raises
+        ------
+        FederationError
+            Fewer than ``federation.num_sites`` sites described themselves within
+            ``federation.timeout``, two sites share a name, or a resumed run's sites differ from
+            those it started with (``sites.json``).
+        """
+        sites = self._describe_sites()
         names = [s.name for s in sites]
         if len(set(names)) != len(names):
             raise FederationError(f"site names must be unique, got {sorted(names)}")
         self.sites = sorted(sites, key=lambda s: (s.index, s.name))
+        before = [str(s.get("name")) for s in self.run.read_sites()]
+        now = [s.name for s in self.sites]
+        if before and before != now:
+            raise FederationError(f"{self.run.path} was started with sites {before} but {now} connected; a resumed "
+                                  f"run needs the same sites (same names and site indices) to continue")
         if isinstance(self.strategy, LocalStateStrategy):
             self.strategy.set_groups({s.node_id: self.group_of(s) for s in self.sites})
         self._write_partition()
+
+    def _describe_sites(self) -> list[SiteInfo]:
+        """Every connected node's :class:`SiteInfo`, asking again whom the SuperLink reports unreachable.
+
+        After a coordinator restart the SuperLink lists nodes from its database before they have
+        reconnected; a query to such a node waits for it, or comes back as an error when its
+        heartbeat lapses, in which case the node is asked again once it is back.
+        """
+        fed = self.cfg.federation
+        deadline = time.monotonic() + fed.timeout
+        ids = self._wait_for_nodes()
+        described: dict[int, SiteInfo] = {}
+        unanswered: list[int] = []
+        for _ in range(10_000):
+            unanswered = [nid for nid in ids if nid not in described]
+            msgs = [Message(RecordDict({CONFIG: self._config()}), dst_node_id=nid, message_type=QUERY_SITE_INFO)
+                    for nid in unanswered]
+            left = max(1.0, deadline - time.monotonic())
+            for reply in self.grid.send_and_receive(msgs, timeout=left):
+                nid = reply.metadata.src_node_id
+                if reply.has_error():
+                    if reply.error.code in _UNREACHABLE:
+                        continue
+                    raise FederationError(f"node {nid} failed to describe itself: {reply.error.reason}")
+                m, s = reply.content.metric_records[METRICS], reply.content.config_records[SITE]
+                described[nid] = SiteInfo(nid, str(s["site-name"]), int(m["site-index"]), int(m["num-train"]),
+                                          int(m["num-val"]), [int(c) for c in m["class-counts"]], dict(s))
+            if len(described) >= fed.num_sites or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+            ids = sorted(set(self.grid.get_node_ids()) | set(described))
+        if len(described) < fed.num_sites:
+            missing = [nid for nid in unanswered if nid not in described]
+            raise FederationError(f"only {len(described)} of {fed.num_sites} sites described themselves within "
+                                  f"{fed.timeout:.0f}s (federation.timeout); no answer from node(s) {missing}")
+        return list(described.values())
 
     def group_of(self, site: SiteInfo) -> str:
         """The group whose local state a site shares (itself, unless the task groups by e.g. modality)."""
