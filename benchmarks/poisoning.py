@@ -82,8 +82,12 @@ def run(quick: bool = False) -> str:
             for label, res in (("clean", clean), ("attacked", bad)):
                 dk = 100 * (res["test_kappa"] - clean["test_kappa"])
                 da = 100 * (res["test_accuracy"] - clean["test_accuracy"])
-                goal = "" if label == "clean" or strategy == "fedavg" else \
-                    f"{'yes' if abs(dk) <= 2.0 else 'no'} / {'yes' if abs(da) <= 2.0 else 'no'}"
+                if label == "clean" or strategy == "fedavg":
+                    goal = ""
+                elif clean["test_kappa"] < 0.05:  # nothing to keep: the verdict would be vacuous
+                    goal = "n/a (clean run did not learn)"
+                else:
+                    goal = f"{'yes' if dk >= -2.0 else 'no'} / {'yes' if da >= -2.0 else 'no'}"
                 rows.append([strategy, label, f"{res['test_kappa']:.3f}", f"{res['test_accuracy']:.3f}",
                              f"{dk:+.1f}", f"{da:+.1f}", f"{100 * (res['test_kappa'] - clean_ref['test_kappa']):+.1f}",
                              int(res["rejected"]), goal])
@@ -99,11 +103,12 @@ def run(quick: bool = False) -> str:
             "fedtrimmedavg trims 25% at each end (with the NaN site rejected, 4 updates remain: "
             "one trimmed at each end; 20% would trim none); krum and multikrum assume 1 malicious site, multikrum "
             "averages the 3 best-scored updates. The last row is the ceiling for any defence: fedavg over the 3 "
-            "honest sites only (both bad sites send NaNs and are rejected). Goal column: kappa / accuracy within "
-            "2 points of the strategy's clean run. Test set: 1000 held-out phantom images.\n\n")
+            "honest sites only (both bad sites send NaNs and are rejected). Goal column: the attacked run lost "
+            "at most 2 points of kappa / accuracy against the strategy's clean run (a gain counts as kept). "
+            "Test set: 1000 held-out phantom images.\n\n")
     return note + table(["strategy", "run", "test kappa", "test accuracy", "delta kappa (pts)",
                          "delta accuracy (pts)", "kappa vs clean fedavg (pts)", "rejected updates",
-                         "within 2 pts (kappa / accuracy)"], rows)
+                         "at most 2 pts lost (kappa / accuracy)"], rows)
 
 
 def main() -> int:

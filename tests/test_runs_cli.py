@@ -77,6 +77,22 @@ def test_cli_bad_override_and_bad_data(tmp_path, capsys):
     assert "missing.npz: MedMNIST file does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["run"], "fedsilo run needs a CONFIG file"),
+    (["run", "x.toml", "--resume", "runs/x"], "--resume takes only the run folder"),
+    (["deploy", "run", "--certs", "c"], "fedsilo deploy run needs CONFIG and --out"),
+    (["deploy", "run", "x.toml", "--certs", "c", "--resume", "runs/x"], "--resume takes only the run folder"),
+    (["data", "phantom", "--kind", "abdomen", "--out", "p", "--shape", "32x128"], "--shape must look like DxHxW"),
+    (["data", "phantom", "--kind", "abdomen", "--out", "p", "--shape", "32xax9"], "--shape must look like DxHxW"),
+])
+def test_cli_usage_errors_exit_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_run_and_refuse_existing(tiny_npz, tmp_path, capsys):
     cfg = _write(tmp_path, f"""
 [experiment]

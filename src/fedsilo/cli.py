@@ -106,12 +106,12 @@ def cmd_run(args: argparse.Namespace, tty: bool) -> int:
 
     if args.resume:
         if args.config or args.sets:
-            raise SystemExit("fedsilo run --resume takes only the run folder (its config is fixed)")
+            raise UsageError("fedsilo run --resume takes only the run folder (its config is fixed)")
         with progress.use(_reporter(tty)):
             run = resume_run(args.resume, args.engine)
     else:
         if not args.config:
-            raise SystemExit("fedsilo run needs a CONFIG file (or --resume RUN_DIR)")
+            raise UsageError("fedsilo run needs a CONFIG file (or --resume RUN_DIR)")
         cfg = load_config(args.config, args.sets)
         out = args.out or str(Path("runs") / f"{cfg.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         with progress.use(_reporter(tty)):
@@ -225,9 +225,12 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
 
     if args.data_command == "phantom":
         if args.kind == "abdomen":
-            shape = tuple(int(v) for v in args.shape.split("x"))
-            if len(shape) != 3:
-                raise SystemExit(f"--shape must look like DxHxW, e.g. 32x128x128, got {args.shape!r}")
+            try:
+                shape = tuple(int(v) for v in args.shape.split("x"))
+            except ValueError:
+                shape = ()
+            if len(shape) != 3 or min(shape) < 1:
+                raise UsageError(f"--shape must look like DxHxW, e.g. 32x128x128, got {args.shape!r}")
             paths = tools.write_abdomen_phantom(args.out, args.n, args.modality, seed=args.seed, shape=shape)
             print(f"Wrote {len(paths)} {args.modality.upper()} phantom patients (CHAOS layout) to {args.out}")
         else:
@@ -297,9 +300,9 @@ def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
     from .runner import write_report
 
     if args.resume and (args.config or args.out):
-        raise SystemExit("fedsilo deploy run --resume takes only the run folder (its config is fixed)")
+        raise UsageError("fedsilo deploy run --resume takes only the run folder (its config is fixed)")
     if not args.resume and not (args.config and args.out):
-        raise SystemExit("fedsilo deploy run needs CONFIG and --out RUN_DIR (or --resume RUN_DIR)")
+        raise UsageError("fedsilo deploy run needs CONFIG and --out RUN_DIR (or --resume RUN_DIR)")
     cfg = load_config(args.config, args.sets) if args.config else None
     ca = Path(args.certs) / "ca.pem" if (Path(args.certs) / "ca.pem").is_file() else \
         Path(args.certs) / "superlink" / "ca.pem"
