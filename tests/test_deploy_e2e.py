@@ -130,10 +130,14 @@ class Deployment:
                                "--certs", str(self.certs), "--timeout", str(timeout)], env=env(),
                               capture_output=True, text=True, timeout=timeout + 60)
 
-    def start_run(self, out: Path, stdout: int) -> subprocess.Popen:
-        """``fedsilo deploy run`` of the experiment in the background (stdout: PIPE (text) or DEVNULL)."""
+    def start_run(self, out: Path, stdout: int, cfg=None) -> subprocess.Popen:
+        """``fedsilo deploy run`` of the experiment (or ``cfg``) in the background.
+
+        ``stdout``: ``subprocess.PIPE`` (text) or ``subprocess.DEVNULL``.
+        """
+        text = dumps(cfg if cfg is not None else self.cfg)
         cfg = self.root / "experiment.toml"
-        cfg.write_text(dumps(self.cfg), encoding="utf-8")
+        cfg.write_text(text, encoding="utf-8")
         return subprocess.Popen([sys.executable, "-m", "fedsilo", "deploy", "run", str(cfg), "--out", str(out),
                                  "--superlink", self.address, "--certs", str(self.certs), "--timeout", "400"],
                                 env=env(), stdout=stdout, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -204,7 +208,11 @@ def test_end_to_end_matches_local_engine_and_refuses_unknown_nodes(deployment, t
 
 def test_coordinator_crash_then_resume(deployment, tmp_path):
     out = deployment.root / "run-crash"
-    runner = deployment.start_run(out, subprocess.DEVNULL)
+    # A SuperNode caught mid-transfer by the crash backs off (Flower: exponential, up to 20 s per
+    # try) and was seen back only ~60 s after the SuperLink; the resumed run waits up to
+    # federation.timeout for every site (a silent one stops it: see test_engine), so give it room.
+    # The timeout does not enter training: the weights must still equal run-e2e's.
+    runner = deployment.start_run(out, subprocess.DEVNULL, small_cfg(timeout=240.0, min_sites=2))
     try:
         wait_for(lambda: (out / "checkpoints" / "latest.pt").is_file(), "round 1's checkpoint", 300)
         stop(deployment.superlink, signal.SIGKILL)  # the coordinator dies (SuperLink, ServerApp with it)
