@@ -104,7 +104,9 @@ def demo_steps() -> list[Step]:
              tables=("3D Dice per patient",)),
         Step("pretrain", "DCGAN pre-training on phantom CT slices",
              "A centralised DCGAN learns abdominal CT slices; its weights initialise the fundus GAN below "
-             "(channels 1 -> 3 adapted, every transferred tensor logged).",
+             "(channels 1 -> 3 adapted, every transferred tensor logged). Kept to 4 epochs on purpose: a "
+             "generator pre-trained until its CT slices look real stayed close to CT through the 20 "
+             "fine-tuning rounds below (README, known limitations).",
              _run("pretrain-ct-gan.toml", "federation.rounds=4", "federation.eval_every=4"),
              [("CT slices from the pre-trained generator", "samples/round-004.png")]),
         Step("fedgan", "FedGAN: three hospitals fine-tune the generator",
