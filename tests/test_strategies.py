@@ -10,6 +10,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedsilo.config.schema import StrategySection
 from fedsilo.federation.inprocess import InProcessGrid
+from fedsilo.federation.robust import centered_clip
 from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES
 from fedsilo.federation.server_app import SubsetGrid
 from fedsilo.federation.strategies import (
@@ -32,8 +33,10 @@ def _grid():
     return InProcessGrid(client_app=None, node_configs=[{"partition-id": i} for i in range(len(NODES))])
 
 
-def _reply(node: int, values: dict[str, float], n: int) -> Message:
+def _reply(node: int, values: dict[str, float], n: int, counters: dict[str, int] | None = None) -> Message:
     arrays = ArrayRecord({k: Array(np.array([v], dtype=np.float32)) for k, v in values.items()})
+    for k, v in (counters or {}).items():
+        arrays[k] = Array(np.array(v, dtype=np.int64))  # 0-d, like num_batches_tracked
     msg = Message(RecordDict({ARRAYS: arrays, METRICS: MetricRecord({NUM_EXAMPLES: n})}), dst_node_id=0,
                   message_type="train")
     msg.metadata.__dict__["_src_node_id"] = node
@@ -77,6 +80,36 @@ def test_robust_strategies_resist_an_outlier():
     assert _aggregate("krum", values, weights, num_malicious=1) in (1.0, 2.0, 3.0, 4.0)
     assert 1.0 <= _aggregate("multikrum", values, weights, num_malicious=1, num_selected=3) <= 4.0
     assert _aggregate("fedavg", values, weights) == pytest.approx(202.0)
+    # centered clipping around the global weights (0), radius = median update norm 3, 3 iterations:
+    # v = 2.4, then 2.4 + 0.68, then 3.08 + 0.136 (the outlier always contributes at most 3 / 5)
+    assert _aggregate("centeredclip", values, weights) == pytest.approx(3.216)
+
+
+def test_centered_clip_converges_to_the_honest_fixed_point():
+    # three honest updates of 1 and an attacker at -100, radius 1: the fixed point balances
+    # 3 (1 - v) against the clipped attacker's 1, i.e. v = 2/3; iterations approach it
+    updates = np.array([[1.0], [1.0], [1.0], [-100.0]])
+    assert centered_clip(updates, 1.0, 1)[0] == pytest.approx(0.5)
+    assert centered_clip(updates, 1.0, 3)[0] == pytest.approx(0.65625)
+    assert centered_clip(updates, 1.0, 60)[0] == pytest.approx(2 / 3)
+    # updates inside the radius are not clipped: one iteration gives their mean
+    inside = np.array([[0.1, -0.2], [0.3, 0.2], [-0.1, 0.3]])
+    np.testing.assert_allclose(centered_clip(inside, 10.0, 1), inside.mean(axis=0))
+    with pytest.raises(ValueError, match="tau must be > 0, got 0.0"):
+        centered_clip(updates, 0.0, 1)
+    with pytest.raises(ValueError, match="non-empty \\(n, p\\) array, got shape \\(4,\\)"):
+        centered_clip(updates[:, 0], 1.0, 1)
+
+
+def test_centered_clipping_ignores_reported_example_counts_and_keeps_integer_arrays():
+    strategy = build_strategy(StrategySection(name="centeredclip", clip_radius=100.0, clip_iterations=1), 3)
+    start = ArrayRecord({"w": Array(np.array([0.0], dtype=np.float32)), "n": Array(np.array(7, dtype=np.int64))})
+    list(strategy.configure_train(1, start, ConfigRecord(), SubsetGrid(_grid(), NODES[:3])))
+    replies = [_reply(node, {"w": w}, examples, {"n": n})
+               for node, (w, n, examples) in zip(NODES, [(1.0, 8, 1), (2.0, 9, 1), (6.0, 30, 10_000)])]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays["w"].numpy()[0] == pytest.approx(3.0)  # unweighted mean (inside the radius)
+    assert arrays["n"].numpy().dtype == np.int64 and arrays["n"].numpy().shape == () and arrays["n"].numpy() == 9
 
 
 def test_fedadam_matches_closed_form():

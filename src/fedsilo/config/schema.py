@@ -27,6 +27,7 @@ StrategyName = Literal[
     "krum",
     "multikrum",
     "bulyan",
+    "centeredclip",
     "fedbn",
 ]
 PartitionName = Literal["iid", "dirichlet", "pathological", "size_skew", "natural", "severity"]
@@ -212,7 +213,9 @@ class PartitionSection:
 
 @dataclass
 class StrategySection:
-    name: StrategyName = param("fedavg", "Aggregation strategy (Flower strategies; fedbn keeps normalisation local).")
+    name: StrategyName = param(
+        "fedavg", "Aggregation strategy (Flower strategies; centeredclip: centered clipping; fedbn keeps normalisation local)."
+    )
     proximal_mu: float = param(0.01, "FedProx proximal weight mu (applied in the client loss).", ge=0.0)
     server_lr: float = param(0.1, "Server learning rate eta (fedadam, fedyogi, fedadagrad, fedavgm).", gt=0.0)
     server_momentum: float = param(0.9, "Server momentum (fedavgm).", ge=0.0, lt=1.0)
@@ -222,6 +225,10 @@ class StrategySection:
     trim_beta: float = param(0.2, "Fraction trimmed from each end (fedtrimmedavg).", ge=0.0, lt=0.5)
     num_malicious: int = param(0, "Assumed malicious sites f (krum, multikrum, bulyan).", ge=0)
     num_selected: int = param(1, "Updates kept by multikrum.", ge=1)
+    clip_radius: float = param(
+        0.0, "Centered clipping radius tau in update-norm units (centeredclip; 0 = the round's median update norm).",
+        ge=0.0)
+    clip_iterations: int = param(3, "Centered clipping iterations per round (centeredclip).", ge=1, le=100)
     local_norm: bool = param(
         False, "Keep normalisation parameters and statistics local to each site (FedBN-style) with any strategy."
     )

@@ -1,7 +1,7 @@
 """Aggregation strategies: Flower's, chosen by name, and a wrapper that keeps some state local.
 
 Names map to Flower message-API strategies (``flwr.serverapp.strategy``) with FedAvg weighting
-by the number of training examples. :class:`LocalStateStrategy` wraps any of them and keeps a
+by the number of training examples, plus centered clipping (:mod:`.robust`), which Flower lacks. :class:`LocalStateStrategy` wraps any of them and keeps a
 chosen subset of the arrays per *group* of sites instead of averaging it across all sites:
 
 - FedBN (Li et al., ICLR 2021): normalisation parameters and statistics, one group per site;
@@ -38,12 +38,13 @@ from flwr.serverapp.strategy import (
 
 from ..config.schema import StrategySection
 from .messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
+from .robust import CenteredClipping
 
 logger = logging.getLogger(__name__)
 
 STRATEGY_NAMES = (
     "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm",
-    "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "fedbn",
+    "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "centeredclip", "fedbn",
 )
 
 
@@ -85,6 +86,8 @@ def build_strategy(cfg: StrategySection, num_sites: int) -> Strategy:
                 f"bulyan needs num_sites >= 4 * num_malicious + 3 = {4 * cfg.num_malicious + 3}, got {num_sites}"
             )
         return Bulyan(**common, num_malicious_nodes=cfg.num_malicious)
+    if name == "centeredclip":
+        return CenteredClipping(**common, radius=cfg.clip_radius, iterations=cfg.clip_iterations)
     raise ValueError(f"federation.strategy.name must be one of {', '.join(STRATEGY_NAMES)}, got {name!r}")
 
 
