@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsilo-installed
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test test-deploy test-fast bench venv clean
+.PHONY: demo test test-deploy test-fast bench bench-poisoning venv clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ test-deploy: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# Quality study, not a speed benchmark: 13 training runs, two at a time (~25 min on 2 cores).
+bench-poisoning: $(STAMP)
+	$(PY) -m benchmarks.poisoning
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -177,6 +177,43 @@ def test_nan_update_is_rejected_and_round_proceeds(tiny_cfg, tmp_path, caplog):
     assert "update from site-1 rejected" in caplog.text
 
 
+@pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg", "krum", "multikrum", "fedavg"])
+def test_signflipped_site_is_kept_inside_the_honest_range_by_robust_rules(tiny_cfg, tmp_path, strategy):
+    """5 sites, site-2 sends sign-flipped x10 weights, site-4 NaNs (the attack hook a SuperNode runs).
+
+    Validation drops the NaN site; of the 4 updates left, the median, the 25% trimmed mean and
+    Krum-style selection must land every weight within the range of the 3 honest sites' weights,
+    whereas FedAvg lands most of them outside it.
+    """
+    replies: dict[int, dict[str, np.ndarray]] = {}
+
+    def record(pid, reply):
+        arrays = reply.content.array_records[ARRAYS]
+        replies[pid] = {k: arrays[k].numpy().copy() for k in arrays.keys()}
+
+    cfg = tiny_cfg("federation.num_sites=5", "federation.rounds=1", "federation.min_sites=3",
+                   f"federation.strategy.name={strategy}", "federation.strategy.trim_beta=0.25",
+                   "federation.strategy.num_malicious=1", "federation.strategy.num_selected=3")
+    run = RunDir.create(tmp_path / strategy, cfg, "local")
+    run_inprocess(make_server_app(run.path), _poisoned_client(record), 5,
+                  node_extra={1: {"attack": "signflip10"}, 3: {"attack": "nan"}})
+    glob = [r for r in _rows(run.path) if r["scope"] == "global" and "sites_aggregated" in r][0]
+    assert (glob["sites_aggregated"], glob["sites_rejected"]) == (4, 1)
+    final = _final(run.path)["model"]
+    outside, total = 0, 0
+    for key, value in final.items():
+        if not value.is_floating_point():
+            continue
+        honest = np.stack([replies[pid][key] for pid in (0, 2, 4)])
+        got = value.numpy()
+        outside += int(((got < honest.min(axis=0) - 1e-6) | (got > honest.max(axis=0) + 1e-6)).sum())
+        total += got.size
+    if strategy == "fedavg":
+        assert outside > 0.5 * total
+    else:
+        assert outside == 0
+
+
 def test_too_few_valid_updates_stops_with_checkpoint_intact(tiny_cfg, tmp_path):
     def poison_from_round_2(pid, reply):
         # two sites: calls 0 and 1 are round 1; from round 2 on, site 1's updates are NaN
