@@ -14,20 +14,15 @@ from pathlib import Path
 
 import torch
 
+from fedsilo.runs import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REPO = RESULTS.parents[1]
 
 
 def machine() -> str:
     """'2 CPU cores (Intel Xeon), 24 GB RAM, torch 2.13.0+cpu' — what every figure is quoted with."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2
         ram = f"{mem:.0f} GB RAM"

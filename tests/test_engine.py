@@ -17,7 +17,7 @@ from fedsilo.federation.messages import ARRAYS
 from fedsilo.federation.server_app import make_server_app
 from fedsilo.loop import FederationError, RunInterrupted
 from fedsilo.runner import resume_run, start_run
-from fedsilo.runs import RunDir, RunDirError
+from fedsilo.runs import RunDir, RunDirError, cpu_model
 
 
 def _final(path):
@@ -37,6 +37,7 @@ def test_federated_run_logs_every_round_global_and_per_site(tiny_cfg, tmp_path):
     env = json.loads((run.path / "env.json").read_text())
     assert env["seed"] == 0 and env["engine"] == "local" and env["versions"]["flwr"] == "1.41.0"
     assert "commit" in env["git"] and env["start_time"]
+    assert env["platform"]["cpu"] == cpu_model() and env["platform"]["cpu"] != "unknown CPU"
     rows = _rows(run.path)
     for rnd in (1, 2, 3):
         scopes = {r["scope"] for r in rows if r["round"] == rnd}

@@ -134,6 +134,22 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
         return {"commit": "unknown (not a git checkout)", "dirty": None}
 
 
+def cpu_model() -> str:
+    """The CPU model name (Linux ``/proc/cpuinfo``; else :func:`platform.processor`; else 'unknown CPU').
+
+    Recorded because float kernels round differently on different CPU families: the same config
+    and seed repeat exactly on one machine, but short noisy runs can end a few points apart on
+    another (seen between an Intel Xeon and an AMD EPYC).
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def environment_record(cfg: ExperimentConfig, engine: str) -> dict[str, Any]:
     """What env.json holds: enough to repeat the run."""
     return {
@@ -147,6 +163,7 @@ def environment_record(cfg: ExperimentConfig, engine: str) -> dict[str, Any]:
         "platform": {
             "system": platform.platform(),
             "machine": platform.machine(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "cuda": torch.cuda.is_available(),
         },
