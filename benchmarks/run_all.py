@@ -13,7 +13,7 @@ import warnings
 
 from .common import table, write_section
 
-#: The poisoning study (``bench_poisoning``) has its own target, ``make bench-poisoning`` (~25 min),
+#: The poisoning study (``bench_poisoning``) has its own target, ``make bench-poisoning`` (19 min),
 #: and still runs here with ``--only poisoning``.
 BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp"]
 

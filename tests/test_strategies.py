@@ -10,8 +10,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedsilo.config.schema import StrategySection
 from fedsilo.federation.inprocess import InProcessGrid
-from fedsilo.federation.robust import centered_clip
 from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES
+from fedsilo.federation.robust import centered_clip
 from fedsilo.federation.server_app import SubsetGrid
 from fedsilo.federation.strategies import (
     STRATEGY_NAMES,
