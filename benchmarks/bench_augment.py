@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from benchmarks.common import median_time, table
 from fedsilo.augment import AUGMENTATIONS, build_augmentation
 from fedsilo.data.labels import NUM_CLASSES
 from fedsilo.models.unet import build_unet
 from fedsilo.tasks.segmentation.losses import masked_dice_ce
-
-from .common import median_time, table
 
 NAME = "augment"
 TITLE = "Augmentation cost vs a U-Net training step (issue 9)"

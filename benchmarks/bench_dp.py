@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.common import median_time, table
 from fedsilo.data.labels import NUM_CLASSES
 from fedsilo.models.dcgan import DCGANDiscriminator
 from fedsilo.models.unet import build_unet
-
-from .common import median_time, table
 
 NAME = "dp"
 #: Opacus' ways to get per-sample gradients: hooks (default), functorch (vmap), ew (torch's expanded

@@ -14,10 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import table, write_section
 from fedsilo.config import config_from_dict
 from fedsilo.runner import start_run
-
-from .common import table, write_section
 
 NAME = "engine"
 TITLE = "Engine overhead: in-process vs Flower simulation (issue 9)"

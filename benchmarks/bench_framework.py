@@ -13,14 +13,13 @@ import time
 
 import torch
 
+from benchmarks.common import table
 from fedsilo.config import config_from_dict
 from fedsilo.data.images import iterate_batches
 from fedsilo.models.dcgan import sample_latent
 from fedsilo.models.gan_losses import discriminator_loss, generator_loss
 from fedsilo.tasks import TrainContext, make_task
 from fedsilo.tasks.segmentation.losses import masked_dice_ce
-
-from .common import table
 
 NAME = "framework"
 TITLE = "Framework overhead: site training through fedsilo vs a plain PyTorch loop (issue 9)"

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import REPO, table
 from fedsilo.config import load_config
 from fedsilo.runner import start_run
-
-from .common import REPO, table
 
 NAME = "messages"
 TITLE = "Message size per round and site (issue 9)"

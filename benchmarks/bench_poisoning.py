@@ -1,5 +1,5 @@
 """``make bench`` entry for :mod:`benchmarks.poisoning`."""
 
-from .poisoning import NAME, TITLE, run
+from benchmarks.poisoning import NAME, TITLE, run
 
 __all__ = ["NAME", "TITLE", "run"]

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import REPO, table
+from benchmarks.common import REPO, table
 
 NAME = "scale"
 TITLE = "Scale: sites with the same total data, wall time and peak memory (issue 9)"

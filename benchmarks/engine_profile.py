@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench_engine import MODELS, _config, overhead
-from .common import REPO, table, write_section
+from benchmarks.bench_engine import MODELS, _config, overhead
+from benchmarks.common import REPO, table, write_section
 
 NAME = "engine-profile"
 TITLE = "Profile of the local engine's round overhead, before and after the fix (issue 9)"
@@ -101,7 +101,7 @@ def run(before: str = BEFORE, repeats: int = 3) -> str:
     rows, over, rnd = profile_rows()
     runs = ab(before, repeats)
     med = {k: (statistics.median(o for o, _ in v), statistics.median(r for _, r in v)) for k, v in runs.items()}
-    (bo, br), (ao, ar) = med["before"], med["after"]
+    bo, ao = med["before"][0], med["after"][0]
     ab_rows = [[label, f"{1000 * o:.1f}", f"{r:.3f}", f"{100 * o / r:.2f}%",
                 ", ".join(f"{1000 * x:.0f}" for x, _ in runs[label])] for label, (o, r) in med.items()]
     return (

@@ -27,13 +27,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+from benchmarks.common import table, write_section
 from fedsilo.config import config_from_dict
 from fedsilo.federation.client_app import app as client_app
 from fedsilo.federation.inprocess import run_inprocess
 from fedsilo.federation.server_app import make_server_app
 from fedsilo.runs import RunDir
-
-from .common import table, write_section
 
 NAME = "poisoning"
 TITLE = "Poisoned updates: sign-flip x10 and NaN sites vs robust aggregation (issue 7)"

@@ -15,10 +15,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from benchmarks.common import REPO, table, write_section
 from fedsilo.data.labels import ORGANS, get_mapping
 from fedsilo.predict import predict_path
-
-from .common import REPO, table, write_section
 
 SHARED = REPO.parent / "shared" / "data" / "totalseg_ct"
 

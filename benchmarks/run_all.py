@@ -11,7 +11,7 @@ import logging
 import time
 import warnings
 
-from .common import table, write_section
+from benchmarks.common import table, write_section
 
 #: The poisoning study (``bench_poisoning``) has its own target, ``make bench-poisoning`` (19 min),
 #: and still runs here with ``--only poisoning``.

@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import write_section
+from benchmarks.common import write_section
 
 
 def keep_columns(table_md: str, columns: list[str]) -> str:

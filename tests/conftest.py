@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import logging
+from pathlib import Path
 
 import flwr.supercore.logger  # noqa: F401  (importing flwr resets its logger level)
 import pytest

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from abdomen_helpers import tiny_pair, write_nifti
 
+from abdomen_helpers import tiny_pair, write_nifti
 from fedsilo.data.cache import VolumeCache, default_cache_dir, fingerprint_files
 from fedsilo.data.pipeline import load_slices, preprocessed_volumes
 from fedsilo.data.preprocess_volume import PreprocessSettings

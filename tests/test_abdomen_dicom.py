@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from abdomen_helpers import write_nifti
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
+from abdomen_helpers import write_nifti
 from fedsilo.data.errors import DataError
 from fedsilo.data.sources import (
     Volume,

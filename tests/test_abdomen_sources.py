@@ -8,9 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from abdomen_helpers import LAS, tiny_pair, write_nifti
 from PIL import Image
 
+from abdomen_helpers import LAS, tiny_pair, write_nifti
 from fedsilo.data.errors import DataError
 from fedsilo.data.labels import ORGAN_IDS
 from fedsilo.data.sources import (

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deploy_helpers import seg_cfg, small_cfg
 from fedsilo.cli import main
 from fedsilo.data.errors import DataError
 from fedsilo.deploy.certs import DeployError, issue_certificate, make_certs, read_site_bundle
@@ -33,8 +34,6 @@ from fedsilo.deploy.checks import check_auth_key, check_server_files, parse_addr
 from fedsilo.deploy.sites import write_site_folders
 from fedsilo.federation.attacks import poison
 from fedsilo.tasks import make_task
-
-from deploy_helpers import seg_cfg, small_cfg
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -11,9 +11,9 @@ from fedsilo.config import ConfigError
 from fedsilo.privacy import audit as audit_mod
 from fedsilo.privacy.audit import AuditOutcome, audits_for, register_audit, run_audit
 from fedsilo.runner import start_run
-from fedsilo.runs import RunDirError
+from fedsilo.runs import RunDir, RunDirError
 from fedsilo.summary import final_metrics
-from fedsilo.runs import RunDir
+
 
 @pytest.fixture(autouse=True)
 def _restore_logging():

@@ -111,10 +111,10 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_predict_round_trip_matches_evaluation(gin_run, tmp_path):
     """A phantom MR patient written as NIfTI (and as a DICOM series): fedsilo predict gives a label
     map on the input's grid, and its Dice against the truth equals what evaluation reports."""
+    from fedsilo.data.labels import get_mapping
     from fedsilo.data.sources.dicom_write import write_dicom_series
     from fedsilo.data.sources.loading import load_case
     from fedsilo.data.sources.volume import CaseRef
-    from fedsilo.data.labels import get_mapping
     from fedsilo.data.tools import write_abdomen_phantom
     from fedsilo.predict import predict_path
     from fedsilo.trained import load_trained

@@ -1,5 +1,5 @@
 """``python -m fedsilo`` = the ``fedsilo`` command."""
 
-from .cli import main
+from fedsilo.cli import main
 
 raise SystemExit(main())

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from fedsilo import __version__
 
 logger = logging.getLogger("fedsilo.cli")
 
@@ -42,11 +42,11 @@ class UsageError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .config import ConfigError
-    from .data.errors import DataError
-    from .deploy.certs import DeployError
-    from .loop import FederationError
-    from .runs import RunDirError
+    from fedsilo.config import ConfigError
+    from fedsilo.data.errors import DataError
+    from fedsilo.deploy.certs import DeployError
+    from fedsilo.loop import FederationError
+    from fedsilo.runs import RunDirError
 
     return (
         ConfigError,
@@ -89,7 +89,7 @@ def setup_logging(verbose: bool) -> bool:
 
 
 def _reporter(tty: bool):
-    from .progress import Reporter, RichReporter
+    from fedsilo.progress import Reporter, RichReporter
 
     return RichReporter() if tty else Reporter()
 
@@ -100,9 +100,9 @@ def _reporter(tty: bool):
 
 
 def cmd_run(args: argparse.Namespace, tty: bool) -> int:
-    from . import progress
-    from .config import load_config
-    from .runner import resume_run, start_run
+    from fedsilo import progress
+    from fedsilo.config import load_config
+    from fedsilo.runner import resume_run, start_run
 
     if args.resume:
         if args.config or args.sets:
@@ -121,8 +121,8 @@ def cmd_run(args: argparse.Namespace, tty: bool) -> int:
 
 
 def _print_run_summary(run) -> None:
-    from .summary import headline_columns, scope_table, text_table
-    from .tasks import make_task
+    from fedsilo.summary import headline_columns, scope_table, text_table
+    from fedsilo.tasks import make_task
 
     header, rows = scope_table(run, headline_columns(run, make_task(run.cfg)))
     if rows:
@@ -132,8 +132,8 @@ def _print_run_summary(run) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, tty: bool) -> int:
-    from . import progress
-    from .sweep import SweepSpec, parse_grid, run_sweep
+    from fedsilo import progress
+    from fedsilo.sweep import SweepSpec, parse_grid, run_sweep
 
     seeds = args.seed_list or list(range(args.seed_base, args.seed_base + args.seeds))
     spec = SweepSpec(config=args.config, grid=parse_grid(args.grid), modes=args.modes.split(","),
@@ -147,11 +147,11 @@ def cmd_sweep(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
-    from .privacy.audit import AUDIT_MD, run_audit
+    from fedsilo.privacy.audit import AUDIT_MD, run_audit
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     run_audit(args.run_dir, attacks, args.sets, args.device)
-    from .modelcard import write_model_card
+    from fedsilo.modelcard import write_model_card
 
     write_model_card(args.run_dir)  # the card quotes the measured leakage
     print((Path(args.run_dir) / AUDIT_MD).read_text(encoding="utf-8"))
@@ -160,7 +160,7 @@ def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_export(args: argparse.Namespace, tty: bool) -> int:
-    from .export import export_run
+    from fedsilo.export import export_run
 
     path = export_run(args.run_dir, args.format, args.out, round_=args.round, site=args.site)
     print(f"Exported: {path} (contract: {path.parent / f'contract-{args.format}.json'})")
@@ -168,7 +168,7 @@ def cmd_export(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
-    from .sample import sample_run
+    from fedsilo.sample import sample_run
 
     try:
         out = sample_run(args.run_dir, args.n, args.out, grade=args.grade, seed=args.seed, round_=args.round,
@@ -180,7 +180,7 @@ def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
-    from .predict import predict_path
+    from fedsilo.predict import predict_path
 
     summary = predict_path(args.run_dir, args.input, args.out, modality=args.modality, round_=args.round,
                            site=args.site, device=args.device)
@@ -191,14 +191,14 @@ def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_report(args: argparse.Namespace, tty: bool) -> int:
-    from .report import run_report, sweep_report
-    from .runs import RunDirError
+    from fedsilo.report import run_report, sweep_report
+    from fedsilo.runs import RunDirError
 
     path = Path(args.path)
     if (path / "sweep.json").is_file():
         out = sweep_report(path)
     elif (path / "config.toml").is_file():
-        from .modelcard import write_model_card
+        from fedsilo.modelcard import write_model_card
 
         print(f"Model card: {write_model_card(path)}")
         out = run_report(path)
@@ -209,11 +209,11 @@ def cmd_report(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, tty: bool) -> int:
-    from .report import compare_report
+    from fedsilo.report import compare_report
 
     out = args.out or f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
     if Path(out).exists():
-        from .runs import RunDirError
+        from fedsilo.runs import RunDirError
 
         raise RunDirError(f"{out} exists; choose another --out")
     print(f"Comparison: {compare_report(args.runs, out)}")
@@ -221,7 +221,7 @@ def cmd_compare(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_data(args: argparse.Namespace, tty: bool) -> int:
-    from .data import tools
+    from fedsilo.data import tools
 
     if args.data_command == "phantom":
         if args.kind == "abdomen":
@@ -240,14 +240,14 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
     if args.data_command == "inspect":
         out_png = Path(args.preview or f"inspect-{Path(args.path).stem.split('.')[0]}.png")
         if out_png.exists():
-            from .runs import RunDirError
+            from fedsilo.runs import RunDirError
 
             raise RunDirError(f"{out_png} exists; choose another --preview")
         text, png = tools.inspect_path(args.path, out_png, args.modality, args.mapping)
         print(text)
         print(f"\nPreview: {png}")
         return 0
-    from .data.deidentify import deidentify
+    from fedsilo.data.deidentify import deidentify
 
     report = deidentify(args.dicom_dir, args.out, log_format=args.log_format)
     print(f"De-identified {len(report.files)} DICOM file(s) into {args.out}; log: {report.log_path}")
@@ -257,8 +257,8 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, tty: bool) -> int:
-    from . import progress
-    from .demo import run_demo
+    from fedsilo import progress
+    from fedsilo.demo import run_demo
 
     out = args.out or str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
     with progress.use(_reporter(tty)):
@@ -270,10 +270,10 @@ def cmd_demo(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
-    from .deploy import launch
+    from fedsilo.deploy import launch
 
     if args.deploy_command == "certs":
-        from .deploy.certs import make_certs
+        from fedsilo.deploy.certs import make_certs
 
         hosts = [h for h in args.hosts.split(",") if h.strip()] if args.hosts else ["localhost", "127.0.0.1", "::1"]
         bundles = make_certs(args.out, args.sites.split(","), hosts, days=args.days)
@@ -287,17 +287,17 @@ def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
     if args.deploy_command == "supernode":
         return launch.run_supernode(args.certs, args.site, args.data, args.superlink, port=args.port)
     if args.deploy_command == "split-data":
-        from .config import load_config
-        from .deploy.sites import write_site_folders
+        from fedsilo.config import load_config
+        from fedsilo.deploy.sites import write_site_folders
 
         folders = write_site_folders(load_config(args.config, args.sets), args.out)
         for name, folder in folders.items():
             print(f"{name}: {folder}")
         return 0
-    from . import progress
-    from .config import load_config
-    from .deploy.run import deploy_run
-    from .runner import write_report
+    from fedsilo import progress
+    from fedsilo.config import load_config
+    from fedsilo.deploy.run import deploy_run
+    from fedsilo.runner import write_report
 
     if args.resume and (args.config or args.out):
         raise UsageError("fedsilo deploy run --resume takes only the run folder (its config is fixed)")
@@ -315,7 +315,7 @@ def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_config_docs(args: argparse.Namespace, tty: bool) -> int:
-    from .config.docs import config_reference
+    from fedsilo.config.docs import config_reference
 
     text = config_reference()
     if args.out:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .report.html import Section, esc, img_file, markdown_tables, page, table
-from .runs import RunDir, RunDirError, atomic_write_text
+from fedsilo.report.html import Section, esc, img_file, markdown_tables, page, table
+from fedsilo.runs import RunDir, RunDirError, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Step:
 
 def _sweep(config: str, modes: str, grid: dict[str, list[str]] | None = None, *sets: str) -> Callable[[Path], Path]:
     def run(out: Path) -> Path:
-        from .sweep import SweepSpec, run_sweep
+        from fedsilo.sweep import SweepSpec, run_sweep
 
         spec = SweepSpec(config=str(CONFIGS / config), grid=grid or {}, modes=modes.split(","), seeds=[0],
                          overrides=list(sets))
@@ -56,8 +56,8 @@ def _run(config: str, *sets: str, after: str = "") -> Callable[[Path], Path]:
     """A single run; ``after`` names an earlier step whose folder becomes ``gan.pretrained``."""
 
     def run(out: Path) -> Path:
-        from .config import load_config
-        from .runner import start_run
+        from fedsilo.config import load_config
+        from fedsilo.runner import start_run
 
         overrides = list(sets)
         if after:
@@ -70,14 +70,14 @@ def _run(config: str, *sets: str, after: str = "") -> Callable[[Path], Path]:
 
 def _audit(target: str) -> Callable[[Path], Path]:
     def run(out: Path) -> Path:
-        from .modelcard import write_model_card
-        from .privacy.audit import run_audit
+        from fedsilo.modelcard import write_model_card
+        from fedsilo.privacy.audit import run_audit
 
         run_dir = out.parent / target
         run_audit(run_dir, overrides=["audit.max_samples=200", "audit.gan_samples=400", "audit.latent_steps=60",
                                       "audit.max_targets=32"])
         write_model_card(run_dir)
-        from .report import run_report
+        from fedsilo.report import run_report
 
         run_report(run_dir)
         return run_dir
@@ -142,8 +142,8 @@ def _summary(folder: Path, tables: tuple[str, ...] = ()) -> str:
         rows = [[k, f"{v:.3f}" if isinstance(v, float) else str(v)] for k, v in s.items()]
         return table(["attack / measure", "value"], rows)
     if (folder / "config.toml").is_file():
-        from .summary import headline_columns, scope_table
-        from .tasks import make_task
+        from fedsilo.summary import headline_columns, scope_table
+        from fedsilo.tasks import make_task
 
         run = RunDir.open(folder)
         header, body = scope_table(run, headline_columns(run, make_task(run.cfg)))

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .runs import RunDirError, atomic_write_text
-from .trained import TrainedModel, load_trained
+from fedsilo.runs import RunDirError, atomic_write_text
+from fedsilo.trained import TrainedModel, load_trained
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import progress
-from .runs import RunDir
+from fedsilo import progress
+from fedsilo.runs import RunDir
 
 logger = logging.getLogger(__name__)
 

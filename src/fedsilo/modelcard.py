@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .runs import RunDir, atomic_write_text
-from .summary import final_rows, fmt, markdown_table
+from fedsilo.runs import RunDir, atomic_write_text
+from fedsilo.summary import final_rows, fmt, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ MODEL_CARD = "MODEL_CARD.md"
 
 def write_model_card(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/MODEL_CARD.md`` (replacing an older card of the same run) and return its path."""
-    from .tasks import make_task
+    from fedsilo.tasks import make_task
 
     run = RunDir.open(run_dir)
     task = make_task(run.cfg)
@@ -104,7 +104,7 @@ def _training(run: RunDir) -> str:
 
 
 def _privacy(run: RunDir) -> str:
-    from .privacy.audit import privacy_spent
+    from fedsilo.privacy.audit import privacy_spent
 
     p = run.cfg.privacy
     text = "## Privacy\n\n"

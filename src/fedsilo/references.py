@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from .config import ExperimentConfig
-from .data.partition import format_partition_table, save_partition_table
-from .federation.messages import SITE_DONE
-from .loop import Row, StopTraining
-from .progress import current
-from .runs import RunDir
-from .seeding import resolve_device
-from .tasks import TrainContext, make_task
+from fedsilo.config import ExperimentConfig
+from fedsilo.data.partition import format_partition_table, save_partition_table
+from fedsilo.federation.messages import SITE_DONE
+from fedsilo.loop import Row, StopTraining
+from fedsilo.progress import current
+from fedsilo.runs import RunDir
+from fedsilo.seeding import resolve_device
+from fedsilo.tasks import TrainContext, make_task
 
 logger = logging.getLogger(__name__)
 

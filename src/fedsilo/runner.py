@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ExperimentConfig
-from .loop import run_rounds
-from .runs import RunDir, RunDirError
+from fedsilo.config import ExperimentConfig
+from fedsilo.loop import run_rounds
+from fedsilo.runs import RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def resume_run(path: str | Path, engine: str | None = None,
 
 def write_report(run: RunDir) -> None:
     """The run's MODEL_CARD.md and report.html (a failure here is logged, never loses the run's results)."""
-    from .modelcard import write_model_card
-    from .report import run_report
+    from fedsilo.modelcard import write_model_card
+    from fedsilo.report import run_report
 
     for what, write in (("model card", write_model_card), ("report", run_report)):
         try:
@@ -75,20 +75,20 @@ def execute(run: RunDir, engine: str, on_round_end: Callable[[int], None] | None
 
         torch.set_num_threads(cfg.experiment.threads)
     if cfg.experiment.mode == "centralised":
-        from .references import CentralisedRounds
+        from fedsilo.references import CentralisedRounds
 
         if engine != "local":
             logger.warning("Centralised mode trains one pooled model in-process; engine %r is ignored", engine)
         task_metric = f"test_{_primary(cfg)}"
         run_rounds(CentralisedRounds(run), run, summary_key=task_metric, on_round_end=on_round_end)
         return
-    from .federation.client_app import app as client_app
-    from .federation.server_app import make_server_app
+    from fedsilo.federation.client_app import app as client_app
+    from fedsilo.federation.server_app import make_server_app
 
     server_app = make_server_app(run.path, on_round_end)
     num_sites = cfg.federation.num_sites
     if engine == "local":
-        from .federation.inprocess import run_inprocess
+        from fedsilo.federation.inprocess import run_inprocess
 
         run_inprocess(server_app, client_app, num_sites)
     else:
@@ -96,7 +96,7 @@ def execute(run: RunDir, engine: str, on_round_end: Callable[[int], None] | None
 
 
 def _primary(cfg: ExperimentConfig) -> str:
-    from .tasks import task_registry
+    from fedsilo.tasks import task_registry
 
     return task_registry()[cfg.experiment.task].primary_metric
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, config_from_toml_text, dumps
+from fedsilo.config import ExperimentConfig, config_from_toml_text, dumps
 
 logger = logging.getLogger(__name__)
 

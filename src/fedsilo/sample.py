@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .runs import RunDirError, atomic_write_text
-from .trained import load_trained
+from fedsilo.runs import RunDirError, atomic_write_text
+from fedsilo.trained import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
 
 def _provenance(trained: Any, n: int, grade: int | None, seed: int, label_source: str,
                 labels: np.ndarray) -> dict[str, Any]:
-    from .privacy.audit import privacy_spent
+    from fedsilo.privacy.audit import privacy_spent
 
     run, cfg = trained.run, trained.run.cfg
     if cfg.privacy.mode == "none":

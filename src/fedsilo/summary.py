@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .runs import RunDir
+from fedsilo.runs import RunDir
 
 
 def final_rows(run: RunDir) -> dict[str, dict[str, Any]]:

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, ExperimentConfig, load_config
-from .runs import RunDir, RunDirError, atomic_write_text
-from .summary import MetricTable, final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
+from fedsilo.config import ConfigError, ExperimentConfig, load_config
+from fedsilo.runs import RunDir, RunDirError, atomic_write_text
+from fedsilo.summary import MetricTable, final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def plan(spec: SweepSpec, out: Path) -> list[SweepRun]:
 
 def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
     """Run (or continue) a sweep into ``out``; return the Markdown summary's path."""
-    from .runner import resume_run, start_run
+    from fedsilo.runner import resume_run, start_run
 
     out = Path(out)
     runs = plan(spec, out)
@@ -116,13 +116,13 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
             else:
                 start_run(r.cfg, r.path, spec.engine)
         if spec.audit and not (r.path / "audit.json").exists():
-            from .privacy.audit import run_audit
+            from fedsilo.privacy.audit import run_audit
 
             logger.info("Sweep run %d/%d: auditing %s", i, len(runs), r.path)
             run_audit(r.path)
     md = write_summary(runs, out)
     try:
-        from .report import sweep_report
+        from fedsilo.report import sweep_report
 
         sweep_report(out)
     except Exception:  # noqa: BLE001 - the tables are written; the report can be redone
@@ -134,7 +134,7 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
     """summary.csv (one line per run) and summary.md (mean ± std over seeds, % of centralised),
     plus the task's extra tables (:meth:`~fedsilo.tasks.Task.sweep_tables`) as ``<name>.csv`` and
     sections of summary.md."""
-    from .tasks import task_registry
+    from fedsilo.tasks import task_registry
 
     task = task_registry()[runs[0].cfg.experiment.task](runs[0].cfg)
     per_run = {}

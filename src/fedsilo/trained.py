@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .runs import RunDir, RunDirError
-from .seeding import resolve_device
+from fedsilo.runs import RunDir, RunDirError
+from fedsilo.seeding import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def load_trained(run_dir: str | Path, *, round_: int | None = None, site: str | 
     device
         Torch device name (default: the run's ``experiment.device``).
     """
-    from .tasks import make_task
+    from fedsilo.tasks import make_task
 
     run = RunDir.open(run_dir)
     state = load_state(run, round_)

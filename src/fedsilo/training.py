@@ -9,15 +9,14 @@ after a resume.
 from __future__ import annotations
 
 import contextlib
-
 import math
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from .config.schema import TrainSection
-from .data.images import batches_per_epoch, iterate_batches
+from fedsilo.config.schema import TrainSection
+from fedsilo.data.images import batches_per_epoch, iterate_batches
 
 
 def round_lr(cfg: TrainSection, rnd: int, rounds: int, base: float | None = None) -> float:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from ._base import DEFAULT_SEED, NoAugmentation, RandomAugmentation, make_generator
-from .fourier import AmplitudeMix, RandomFrequencyFilter
-from .gin import GIN
-from .ipa import IPA, consistency_loss, smooth_random_mask
-from .prorandconv import ProRandConv
-from .randconv import RandConv
+from fedsilo.augment._base import DEFAULT_SEED, NoAugmentation, RandomAugmentation, make_generator
+from fedsilo.augment.fourier import AmplitudeMix, RandomFrequencyFilter
+from fedsilo.augment.gin import GIN
+from fedsilo.augment.ipa import IPA, consistency_loss, smooth_random_mask
+from fedsilo.augment.prorandconv import ProRandConv
+from fedsilo.augment.randconv import RandConv
 
 __all__ = [
     "AUGMENTATIONS",

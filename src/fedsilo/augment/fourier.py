@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ._base import RandomAugmentation
-from .ipa import _pair, smooth_random_mask
+from fedsilo.augment._base import RandomAugmentation
+from fedsilo.augment.ipa import _pair, smooth_random_mask
 
 __all__ = ["AmplitudeMix", "RandomFrequencyFilter", "low_frequency_mask", "butterworth_highpass"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._base import RandomAugmentation
+from fedsilo.augment._base import RandomAugmentation
 
 __all__ = ["GIN", "check_kernel_sizes"]
 

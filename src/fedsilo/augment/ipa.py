@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._base import RandomAugmentation, check_batch, compute_dtype
-from .gin import GIN
+from fedsilo.augment._base import RandomAugmentation, check_batch, compute_dtype
+from fedsilo.augment.gin import GIN
 
 __all__ = ["IPA", "smooth_random_mask", "consistency_loss", "CONSISTENCY_KINDS"]
 

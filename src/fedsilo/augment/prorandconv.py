@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._base import RandomAugmentation
+from fedsilo.augment._base import RandomAugmentation
 
 __all__ = ["ProRandConv", "deform_conv2d", "deform_conv_from_grid", "deform_grid", "gaussian_window"]
 

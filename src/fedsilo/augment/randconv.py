@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._base import RandomAugmentation
-from .gin import check_kernel_sizes
+from fedsilo.augment._base import RandomAugmentation
+from fedsilo.augment.gin import check_kernel_sizes
 
 __all__ = ["RandConv", "RANDCONV_INITS"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .loader import ConfigError, apply_overrides, dumps, from_dict, iter_fields, load_toml, to_dict
-from .schema import ExperimentConfig
+from fedsilo.config.loader import ConfigError, apply_overrides, dumps, from_dict, iter_fields, load_toml, to_dict
+from fedsilo.config.schema import ExperimentConfig
 
 __all__ = [
     "ConfigError",

@@ -6,8 +6,8 @@ import dataclasses
 import typing
 from typing import Any, get_args, get_origin
 
-from .loader import type_name
-from .schema import ExperimentConfig
+from fedsilo.config.loader import type_name
+from fedsilo.config.schema import ExperimentConfig
 
 HEADER = """# Config reference
 

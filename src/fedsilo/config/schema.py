@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .loader import ConfigError, param, section
+from fedsilo.config.loader import ConfigError, param, section
 
 TaskName = Literal["classification", "synthesis", "segmentation"]
 ModeName = Literal["federated", "centralised", "local"]

@@ -17,17 +17,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..config import ExperimentConfig, config_hash
-from ..config.schema import VolumePreprocessSection, VolumeSourceSection
-from ..seeding import derive_seed
-from .errors import DataError
-from .federated import FederatedData, SiteData, process_cached
-from .labels import NUM_CLASSES, ORGANS
-from .pipeline import preprocessed_volumes
-from .preprocess_volume import CTIntensity, MRIntensity, PreprocessSettings, preprocess_volume
-from .slices import Slice, extract_slices
-from .splits import split_patients
-from .sources.volume import Volume
+from fedsilo.config import ExperimentConfig, config_hash
+from fedsilo.config.schema import VolumePreprocessSection, VolumeSourceSection
+from fedsilo.data.errors import DataError
+from fedsilo.data.federated import FederatedData, SiteData, process_cached
+from fedsilo.data.labels import NUM_CLASSES, ORGANS
+from fedsilo.data.pipeline import preprocessed_volumes
+from fedsilo.data.preprocess_volume import CTIntensity, MRIntensity, PreprocessSettings, preprocess_volume
+from fedsilo.data.slices import Slice, extract_slices
+from fedsilo.data.sources.volume import Volume
+from fedsilo.data.splits import split_patients
+from fedsilo.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def load_volumes(spec: VolumeSourceSection, settings: PreprocessSettings, *, see
                  use_cache: bool) -> list[Volume]:
     """Preprocessed volumes of one ``[[data.sites]]`` / ``[[data.test]]`` entry."""
     if spec.kind == "phantom":
-        from .phantoms.abdomen import phantom_patient
+        from fedsilo.data.phantoms.abdomen import phantom_patient
 
         vols = []
         for i in range(spec.offset, spec.offset + spec.count):
@@ -170,8 +170,15 @@ def load_volumes(spec: VolumeSourceSection, settings: PreprocessSettings, *, see
                          annotated=frozenset(range(1, NUM_CLASSES)))
             vols.append(preprocess_volume(vol, settings))
         return vols
-    from .cache import VolumeCache
-    from .sources import PngSliceSource, chaos_source, dicom_source, manifest_source, nnunet_source, pair_source
+    from fedsilo.data.cache import VolumeCache
+    from fedsilo.data.sources import (
+        PngSliceSource,
+        chaos_source,
+        dicom_source,
+        manifest_source,
+        nnunet_source,
+        pair_source,
+    )
 
     kwargs = {"mapping": spec.mapping} if spec.mapping else {}
     if spec.kind == "chaos":

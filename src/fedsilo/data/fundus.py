@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ExperimentConfig, config_hash
-from ..seeding import derive_seed, np_rng
-from .errors import DataError
-from .federated import FederatedData, SiteData, default_site_names, process_cached
-from .images import ImageArrays, ImageDataset
-from .partition import partition_indices, partition_table, split_validation
-from .preprocess_fundus import preprocess_fundus
+from fedsilo.config import ExperimentConfig, config_hash
+from fedsilo.data.errors import DataError
+from fedsilo.data.federated import FederatedData, SiteData, default_site_names, process_cached
+from fedsilo.data.images import ImageArrays, ImageDataset
+from fedsilo.data.partition import partition_indices, partition_table, split_validation
+from fedsilo.data.preprocess_fundus import preprocess_fundus
+from fedsilo.seeding import derive_seed, np_rng
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def load_fundus_arrays(cfg: ExperimentConfig) -> tuple[ImageArrays, ImageArrays 
     """Raw (training pool, global test) arrays from the configured source."""
     data = cfg.data
     if data.source == "phantom":
-        from .phantoms.fundus import fundus_phantom_dataset
+        from fedsilo.data.phantoms.fundus import fundus_phantom_dataset
 
         ph = data.phantom
         seed = cfg.experiment.seed
@@ -49,13 +49,13 @@ def load_fundus_arrays(cfg: ExperimentConfig) -> tuple[ImageArrays, ImageArrays 
             test = ImageArrays(imgs, grades, cams, origin="fundus phantom (test)")
         return train, test
     if data.source == "medmnist":
-        from .sources.medmnist import load_medmnist
+        from fedsilo.data.sources.medmnist import load_medmnist
 
         train = load_medmnist(data.path, data.train_split, num_classes=NUM_GRADES)
         test = load_medmnist(data.path, data.test_split, num_classes=NUM_GRADES) if data.test_split else None
         return train, test
     if data.source == "imagefolder":
-        from .sources.imagefolder import load_image_folder
+        from fedsilo.data.sources.imagefolder import load_image_folder
 
         f = data.imagefolder
         if not f.csv:
@@ -115,8 +115,8 @@ def fundus_site_from_path(cfg: ExperimentConfig, path: str | Path, name: str) ->
     DataError
         Missing, unreadable, truncated or inconsistent files (named in the message).
     """
-    from .sources.imagefolder import load_image_folder
-    from .sources.medmnist import load_medmnist, medmnist_splits
+    from fedsilo.data.sources.imagefolder import load_image_folder
+    from fedsilo.data.sources.medmnist import load_medmnist, medmnist_splits
 
     root = Path(path)
     if not root.exists():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import DataError
+from fedsilo.data.errors import DataError
 
 
 @dataclass

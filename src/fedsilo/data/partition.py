@@ -28,7 +28,7 @@ from flwr_datasets.partitioner import (
     SquarePartitioner,
 )
 
-from ..config.schema import PartitionSection
+from fedsilo.config.schema import PartitionSection
 
 logger = logging.getLogger(__name__)
 datasets.disable_progress_bars()

@@ -19,9 +19,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .errors import DataError
-from .sources.nifti import internal_to_nifti
-from .sources.volume import Volume
+from fedsilo.data.errors import DataError
+from fedsilo.data.sources.nifti import internal_to_nifti
+from fedsilo.data.sources.volume import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _fresh_dir(out: Path) -> None:
 def write_abdomen_phantom(out: str | Path, n: int, modality: str, *, seed: int = 0,
                           shape: tuple[int, int, int] = (32, 128, 128), contrast: str | None = None) -> list[Path]:
     """Write ``n`` phantom patients as CHAOS-style NIfTI pairs; return the image paths."""
-    from .phantoms.abdomen import phantom_patient
+    from fedsilo.data.phantoms.abdomen import phantom_patient
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -77,7 +77,7 @@ def write_fundus_phantom(out: str | Path, n: int, *, size: int = 128, seed: int 
     """Write ``n`` phantom fundus images as PNG files + labels.csv; return the CSV path."""
     from PIL import Image
 
-    from .phantoms.fundus import fundus_phantom_dataset
+    from fedsilo.data.phantoms.fundus import fundus_phantom_dataset
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -100,7 +100,7 @@ def write_fundus_phantom(out: str | Path, n: int, *, size: int = 128, seed: int 
 def volumes_at(path: str | Path, modality: str | None = None, mapping: str | None = None) -> list[Volume]:
     """Every labelled volume found at ``path``: a CHAOS-style folder, an nnU-Net/MSD folder, a
     DICOM folder, a manifest CSV, or a single NIfTI file (its ``seg``/``label`` sibling as labels)."""
-    from .sources import chaos_source, dicom_source, manifest_source, nnunet_source, pair_source
+    from fedsilo.data.sources import chaos_source, dicom_source, manifest_source, nnunet_source, pair_source
 
     path = Path(path)
     if not path.exists():
@@ -126,7 +126,7 @@ def volumes_at(path: str | Path, modality: str | None = None, mapping: str | Non
 def inspect_path(path: str | Path, out_png: str | Path, modality: str | None = None,
                  mapping: str | None = None) -> tuple[str, Path]:
     """Summary table (text) and preview PNG of the volumes at ``path`` or in a config's sites."""
-    from .inspect import inspect_volumes, preview_grid, rows_to_text
+    from fedsilo.data.inspect import inspect_volumes, preview_grid, rows_to_text
 
     path = Path(path)
     if path.suffix == ".toml":
@@ -141,9 +141,9 @@ def inspect_path(path: str | Path, out_png: str | Path, modality: str | None = N
 
 
 def _config_volumes(path: Path) -> list[Volume]:
-    from ..config import load_config
-    from .abdomen import default_name, load_volumes
-    from .preprocess_volume import PreprocessSettings
+    from fedsilo.config import load_config
+    from fedsilo.data.abdomen import default_name, load_volumes
+    from fedsilo.data.preprocess_volume import PreprocessSettings
 
     cfg = load_config(path)
     if cfg.data.source != "volumes":

@@ -5,6 +5,6 @@ fedsilo only prepares keys and starts Flower's own processes with TLS and SuperN
 authentication on; it carries no traffic itself. See the README section "Deploying to real sites".
 """
 
-from .certs import DeployError, SiteBundle, make_certs, read_site_bundle
+from fedsilo.deploy.certs import DeployError, SiteBundle, make_certs, read_site_bundle
 
 __all__ = ["DeployError", "SiteBundle", "make_certs", "read_site_bundle"]

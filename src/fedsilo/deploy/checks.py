@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .certs import DeployError
+from fedsilo.deploy.certs import DeployError
 
 
 def parse_address(address: str, what: str = "--superlink") -> tuple[str, int]:

@@ -26,8 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .certs import PUBLIC_KEYS, DeployError, SiteBundle, read_site_bundle
-from .checks import check_auth_key, check_server_files, load_certificate, check_validity, parse_address, tls_handshake
+from fedsilo.deploy.certs import PUBLIC_KEYS, DeployError, SiteBundle, read_site_bundle
+from fedsilo.deploy.checks import (
+    check_auth_key,
+    check_server_files,
+    check_validity,
+    load_certificate,
+    parse_address,
+    tls_handshake,
+)
 
 logger = logging.getLogger(__name__)
 

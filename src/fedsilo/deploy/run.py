@@ -17,12 +17,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .. import __version__
-from ..config import ExperimentConfig
-from ..runs import RunDir, RunDirError
-from .certs import DeployError
-from .checks import load_certificate, parse_address, tls_handshake
-from .launch import CONNECTION, _exe, flower_env, write_connection
+from fedsilo import __version__
+from fedsilo.config import ExperimentConfig
+from fedsilo.deploy.certs import DeployError
+from fedsilo.deploy.checks import load_certificate, parse_address, tls_handshake
+from fedsilo.deploy.launch import CONNECTION, _exe, flower_env, write_connection
+from fedsilo.runs import RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
 

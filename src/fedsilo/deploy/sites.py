@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ExperimentConfig
-from ..data.errors import DataError
-from ..data.fundus import load_fundus_arrays, site_splits
+from fedsilo.config import ExperimentConfig
+from fedsilo.data.errors import DataError
+from fedsilo.data.fundus import load_fundus_arrays, site_splits
 
 logger = logging.getLogger(__name__)
 

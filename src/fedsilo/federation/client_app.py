@@ -22,13 +22,10 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..config import ExperimentConfig, config_from_toml_text
-from ..data.federated import SiteData
-from ..privacy.client_dp import client_clipping_mod
-from ..seeding import resolve_device
-from ..tasks import Task, TrainContext, make_task
-from .attacks import NODE_CONFIG_KEY, poison
-from .messages import (
+from fedsilo.config import ExperimentConfig, config_from_toml_text
+from fedsilo.data.federated import SiteData
+from fedsilo.federation.attacks import NODE_CONFIG_KEY, poison
+from fedsilo.federation.messages import (
     ARRAYS,
     CONFIG,
     CONFIG_TOML,
@@ -39,6 +36,9 @@ from .messages import (
     arrays_to_state,
     state_to_arrays,
 )
+from fedsilo.privacy.client_dp import client_clipping_mod
+from fedsilo.seeding import resolve_device
+from fedsilo.tasks import Task, TrainContext, make_task
 
 logger = logging.getLogger(__name__)
 

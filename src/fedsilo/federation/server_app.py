@@ -23,16 +23,10 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from .. import progress
-from ..config import dumps
-from ..data.partition import format_partition_table, save_partition_table
-from ..loop import FederationError, Row, StopTraining, run_rounds
-from ..models.norms import norm_state_keys
-from ..runs import RunDir
-from ..seeding import derive_seed, np_rng, resolve_device
-from ..tasks import Task, make_task
-from .messages import (
-    ARRAYS,
+from fedsilo import progress
+from fedsilo.config import dumps
+from fedsilo.data.partition import format_partition_table, save_partition_table
+from fedsilo.federation.messages import (
     CONFIG,
     CONFIG_TOML,
     METRICS,
@@ -46,8 +40,19 @@ from .messages import (
     cast_like,
     state_to_arrays,
 )
-from .strategies import LocalStateStrategy, build_strategy, load_strategy_state, sites_per_round, strategy_state
-from .validation import check_train_reply, describe_template
+from fedsilo.federation.strategies import (
+    LocalStateStrategy,
+    build_strategy,
+    load_strategy_state,
+    sites_per_round,
+    strategy_state,
+)
+from fedsilo.federation.validation import check_train_reply, describe_template
+from fedsilo.loop import FederationError, Row, StopTraining, run_rounds
+from fedsilo.models.norms import norm_state_keys
+from fedsilo.runs import RunDir
+from fedsilo.seeding import derive_seed, np_rng, resolve_device
+from fedsilo.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +126,7 @@ def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
                              f"cannot noise; use privacy.mode = 'sample'")
         return LocalStateStrategy(base, rule[0], owner=rule[2] if len(rule) > 2 else None)
     if client_dp:
-        from ..privacy.client_dp import wrap_client_dp
+        from fedsilo.privacy.client_dp import wrap_client_dp
 
         return wrap_client_dp(base, cfg, sites_per_round(fed.num_sites, fed.fraction_train, fed.min_sites))
     return base
@@ -448,7 +453,7 @@ def make_server_app(
 
 
 def _run_from_context(context: Context) -> RunDir:
-    from ..config import load_config
+    from fedsilo.config import load_config
 
     cfg_path = str(context.run_config.get("config", ""))
     out = str(context.run_config.get("out", ""))

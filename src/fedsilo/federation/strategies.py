@@ -36,9 +36,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from ..config.schema import StrategySection
-from .messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
-from .robust import CenteredClipping
+from fedsilo.config.schema import StrategySection
+from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
+from fedsilo.federation.robust import CenteredClipping
 
 logger = logging.getLogger(__name__)
 

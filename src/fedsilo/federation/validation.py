@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
-from .messages import ARRAYS, METRICS, NUM_EXAMPLES
+from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES
 
 
 def describe_template(state: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .norms import make_norm
+from fedsilo.models.norms import make_norm
 
 
 class GradeCNN(nn.Module):

@@ -17,8 +17,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from fedsilo.data.labels import NUM_CLASSES
-
-from .dsbn import DomainSpecificBatchNorm, convert_to_dsbn, use_domain
+from fedsilo.models.dsbn import DomainSpecificBatchNorm, convert_to_dsbn, use_domain
 
 __all__ = ["SegUNet", "build_unet", "UNET_NORMS", "DEFAULT_DOMAINS"]
 

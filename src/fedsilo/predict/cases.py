@@ -7,10 +7,9 @@ import logging
 import re
 from pathlib import Path
 
-from ..data.errors import DataError
-from ..data.sources.nifti import NIFTI_SUFFIXES
-from ..data.sources.volume import CaseRef, check_modality
-
+from fedsilo.data.errors import DataError
+from fedsilo.data.sources.nifti import NIFTI_SUFFIXES
+from fedsilo.data.sources.volume import CaseRef, check_modality
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def find_cases(path: str | Path, modality: str | None = None) -> list[CaseRef]:
     DataError
         The path does not exist, is a file of another kind, or holds no case.
     """
-    from ..data.sources.dicom import find_series_folders
+    from fedsilo.data.sources.dicom import find_series_folders
 
     root = Path(path)
     mod = check_modality(modality, "--modality") if modality else None

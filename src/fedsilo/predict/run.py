@@ -27,13 +27,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..data.errors import DataError
-from ..data.labels import NUM_CLASSES, ORGANS
-from ..data.sources.volume import CaseRef, Volume
-from ..runs import RunDirError, atomic_write_text
-from ..trained import TrainedModel, load_trained
-from .cases import find_cases
-from .geometry import probabilities_to_native
+from fedsilo.data.errors import DataError
+from fedsilo.data.labels import NUM_CLASSES, ORGANS
+from fedsilo.data.sources.volume import CaseRef, Volume
+from fedsilo.predict.cases import find_cases
+from fedsilo.predict.geometry import probabilities_to_native
+from fedsilo.runs import RunDirError, atomic_write_text
+from fedsilo.trained import TrainedModel, load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,9 @@ def predict_path(run_dir: str | Path, input_path: str | Path, out: str | Path, *
 
 def segment_volume(trained: TrainedModel, native: Volume) -> np.ndarray:
     """The native-grid label map ``(D, H, W)`` uint8 of one decoded scan."""
-    from ..data.abdomen import SliceDataset, preprocess_settings
-    from ..data.preprocess_volume import preprocess_volume
-    from ..data.slices import extract_slices
+    from fedsilo.data.abdomen import SliceDataset, preprocess_settings
+    from fedsilo.data.preprocess_volume import preprocess_volume
+    from fedsilo.data.slices import extract_slices
 
     vcfg = trained.run.cfg.data.volume
     if native.affine is None:
@@ -118,8 +118,8 @@ def segment_volume(trained: TrainedModel, native: Volume) -> np.ndarray:
 
 
 def _predict_case(trained: TrainedModel, case: CaseRef, out: Path) -> tuple[Path, list[list[Any]]]:
-    from ..data.inspect import preview_grid
-    from ..data.sources.loading import load_case
+    from fedsilo.data.inspect import preview_grid
+    from fedsilo.data.sources.loading import load_case
 
     if case.modality is None and not case.image.is_dir():
         raise DataError(f"{case.image}: a NIfTI file does not say its modality; give --modality ct or mr")
@@ -147,7 +147,7 @@ def check_label_ids(labels: np.ndarray) -> np.ndarray:
 
 def _save_labels(labels: np.ndarray, native: Volume, case: CaseRef, path: Path) -> None:
     """Write ``labels`` (internal layout) as NIfTI; a NIfTI input's orientation and affine are kept."""
-    from ..data.sources.nifti import internal_to_nifti
+    from fedsilo.data.sources.nifti import internal_to_nifti
 
     canon = internal_to_nifti(labels.astype(np.uint8), native.affine)
     image = canon

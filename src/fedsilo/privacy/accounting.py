@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..loop import StopTraining
+from fedsilo.loop import StopTraining
 
 logger = logging.getLogger(__name__)
 

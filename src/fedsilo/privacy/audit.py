@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, ExperimentConfig, config_from_dict, to_dict
-from ..runs import RunDir, RunDirError, atomic_write_text, git_commit
-from ..seeding import derive_seed, resolve_device
-from ..summary import final_rows, fmt, markdown_table
-from .attacks.metrics import AttackResult, plot_roc
+from fedsilo.config import ConfigError, ExperimentConfig, config_from_dict, to_dict
+from fedsilo.privacy.attacks.metrics import AttackResult, plot_roc
+from fedsilo.runs import RunDir, RunDirError, atomic_write_text, git_commit
+from fedsilo.seeding import derive_seed, resolve_device
+from fedsilo.summary import final_rows, fmt, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def privacy_spent(run: RunDir) -> dict[str, Any]:
 
 
 def _attacked_model(task: Any, final: dict[str, Any], mode: str) -> tuple[nn.Module, int | None]:
-    from ..trained import choose_weights
+    from fedsilo.trained import choose_weights
 
     weights, site = choose_weights(final, mode, None)
     model = task.build_model()
@@ -193,7 +193,7 @@ def run_audit(run_dir: str | Path, attacks: Sequence[str] | None = None, overrid
     device
         Torch device (default: the run's ``experiment.device``).
     """
-    from ..tasks import make_task
+    from fedsilo.tasks import make_task
 
     run = RunDir.open(run_dir)
     if not run.final_path.exists():

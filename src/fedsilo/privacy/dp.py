@@ -42,9 +42,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config.schema import PrivacySection
-from ..federation.messages import SITE_DONE
-from .accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
+from fedsilo.config.schema import PrivacySection
+from fedsilo.federation.messages import SITE_DONE
+from fedsilo.privacy.accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
 
 logger = logging.getLogger(__name__)
 

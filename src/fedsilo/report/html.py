@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runs import RunDir, atomic_write_text
-from ..summary import final_rows, fmt, headline_columns, scope_table
-from . import plots
-from .glossary import definitions
+from fedsilo.report import plots
+from fedsilo.report.glossary import definitions
+from fedsilo.runs import RunDir, atomic_write_text
+from fedsilo.summary import final_rows, fmt, headline_columns, scope_table
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _curves_section(run: RunDir, rows: list[dict], metrics: Sequence[str]) -> Se
 
 
 def _final_section(run: RunDir) -> Section:
-    from ..tasks import make_task
+    from fedsilo.tasks import make_task
 
     header, body = scope_table(run, headline_columns(run, make_task(run.cfg)))
     return Section("Final metrics", table(header, body) if body else "", list(header[1:]))
@@ -187,7 +187,7 @@ def _privacy_section(run: RunDir, rows: list[dict]) -> Section:
 
 def run_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into a run folder; return its path."""
-    from ..tasks import make_task
+    from fedsilo.tasks import make_task
 
     run = RunDir.open(run_dir)
     rows = run.read_metrics()
@@ -251,7 +251,7 @@ def _sweep_bars(sweep_dir: Path) -> str:
     """Bar charts (mean ± std over seeds) of the test metrics in summary.csv, grid point x mode."""
     import csv
 
-    from ..summary import mean_std
+    from fedsilo.summary import mean_std
 
     path = sweep_dir / "summary.csv"
     if not path.is_file():
@@ -280,7 +280,7 @@ def _privacy_utility(sweep_dir: Path) -> str:
     """Quality and the strongest attack's AUC over ``privacy.epsilon`` when the sweep varied it."""
     import csv
 
-    from ..summary import mean_std
+    from fedsilo.summary import mean_std
 
     path = sweep_dir / "summary.csv"
     spec = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
@@ -321,8 +321,8 @@ def _privacy_utility(sweep_dir: Path) -> str:
 
 def compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Side-by-side final metrics and overlaid curves of several runs, written to ``out`` (HTML)."""
-    from ..summary import final_metrics
-    from ..tasks import make_task
+    from fedsilo.summary import final_metrics
+    from fedsilo.tasks import make_task
 
     runs = [RunDir.open(p) for p in run_dirs]
     names = _unique_names(runs)

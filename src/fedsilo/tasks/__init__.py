@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ..config import ExperimentConfig
-from .base import Task, TrainContext, TrainResult
+from fedsilo.config import ExperimentConfig
+from fedsilo.tasks.base import Task, TrainContext, TrainResult
 
 
 def task_registry() -> dict[str, type[Task]]:
     """Task classes by name (imported lazily so a task's heavy dependencies load only when used)."""
-    from .classification import ClassificationTask
-    from .segmentation import SegmentationTask
-    from .synthesis import SynthesisTask
+    from fedsilo.tasks.classification import ClassificationTask
+    from fedsilo.tasks.segmentation import SegmentationTask
+    from fedsilo.tasks.synthesis import SynthesisTask
 
     return {cls.name: cls for cls in (ClassificationTask, SegmentationTask, SynthesisTask)}
 

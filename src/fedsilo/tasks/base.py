@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import ExperimentConfig
-from ..data.federated import FederatedData, SiteData
-from ..seeding import derive_seed
-from ..summary import MetricTable
+from fedsilo.config import ExperimentConfig
+from fedsilo.data.federated import FederatedData, SiteData
+from fedsilo.seeding import derive_seed
+from fedsilo.summary import MetricTable
 
 #: What :meth:`Task.local_state` returns: ``(is_local, group_by)`` or ``(is_local, group_by, owner)``.
 LocalStateRule = (tuple[Callable[[str], bool], str]
@@ -132,7 +132,7 @@ class Task(ABC):
         overrides this (a GAN converts only its discriminator; the generator is private by
         post-processing).
         """
-        from ..privacy.dp import make_dp_compatible
+        from fedsilo.privacy.dp import make_dp_compatible
 
         return make_dp_compatible(model, f"{self.name} model")
 

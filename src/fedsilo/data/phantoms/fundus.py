@@ -24,10 +24,10 @@ from typing import Literal, overload
 
 import numpy as np
 
-from .fundus_anatomy import sample_eye, sample_vessel_tree
-from .fundus_lesions import LAYERS, LESION_TYPES, sample_lesions
-from .fundus_render import lesion_footprint, render_retina
-from .fundus_style import CameraStyle, check_seed, apply_camera_style, camera_styles
+from fedsilo.data.phantoms.fundus_anatomy import sample_eye, sample_vessel_tree
+from fedsilo.data.phantoms.fundus_lesions import LAYERS, LESION_TYPES, sample_lesions
+from fedsilo.data.phantoms.fundus_render import lesion_footprint, render_retina
+from fedsilo.data.phantoms.fundus_style import CameraStyle, apply_camera_style, camera_styles, check_seed
 
 __all__ = [
     "NUM_GRADES",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .fundus_anatomy import GEOMETRY_STEP, VEIN, Eye, Walks, random_walks
+from fedsilo.data.phantoms.fundus_anatomy import GEOMETRY_STEP, VEIN, Eye, Walks, random_walks
 
 __all__ = ["LESION_TYPES", "LAYERS", "GRADE_SIGNS", "Blobs", "Lesions", "Signs", "sample_lesions"]
 

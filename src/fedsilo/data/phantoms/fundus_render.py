@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fundus_anatomy import GEOMETRY_STEP, Eye, Walks
-from .fundus_lesions import LAYERS, Blobs, Lesions
+from fedsilo.data.phantoms.fundus_anatomy import GEOMETRY_STEP, Eye, Walks
+from fedsilo.data.phantoms.fundus_lesions import LAYERS, Blobs, Lesions
 
 __all__ = ["SIGMA_MIN", "lesion_footprint", "render_retina", "splat"]
 

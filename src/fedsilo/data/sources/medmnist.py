@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..images import ImageArrays
+from fedsilo.data.errors import DataError
+from fedsilo.data.images import ImageArrays
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .dcr import DCRResult, dcr_grid, dcr_result, distance_to_closest_record
-from .gan_mia import (
+from fedsilo.privacy.attacks.dcr import DCRResult, dcr_grid, dcr_result, distance_to_closest_record
+from fedsilo.privacy.attacks.gan_mia import (
     discriminator_scores,
     gan_leaks_blackbox,
     gan_leaks_whitebox,
@@ -18,7 +18,7 @@ from .gan_mia import (
     logan_attack,
     real_vs_synthetic_detector,
 )
-from .gradient_inversion import (
+from fedsilo.privacy.attacks.gradient_inversion import (
     InversionTrial,
     attack_batch,
     client_update,
@@ -26,9 +26,18 @@ from .gradient_inversion import (
     inversion_grid,
     invert_update,
 )
-from .inversion import InversionResult, inversion_attack, invert_generator
-from .metrics import AttackResult, attack_result, auc_score, plot_roc, psnr, roc_curve, ssim, tpr_at_fpr
-from .mia import (
+from fedsilo.privacy.attacks.inversion import InversionResult, inversion_attack, invert_generator
+from fedsilo.privacy.attacks.metrics import (
+    AttackResult,
+    attack_result,
+    auc_score,
+    plot_roc,
+    psnr,
+    roc_curve,
+    ssim,
+    tpr_at_fpr,
+)
+from fedsilo.privacy.attacks.mia import (
     calibrated_attacks,
     cross_entropy_losses,
     lira_scores,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .metrics import AttackResult, attack_result
+from fedsilo.privacy.attacks.metrics import AttackResult, attack_result
 
 
 @dataclass
@@ -78,7 +78,7 @@ def distance_to_closest_record(synthetic: Tensor, train: Tensor, holdout: Tensor
     feature_fn
         Compare in this feature space instead of pixel space.
     """
-    from ...tasks.synthesis.manifold import nearest_neighbours
+    from fedsilo.tasks.synthesis.manifold import nearest_neighbours
 
     if len(train) == 0 or len(holdout) == 0:
         raise ValueError(f"train and holdout must hold at least one record, got {len(train)} and {len(holdout)}")
@@ -99,7 +99,7 @@ def dcr_grid(synthetic: Tensor, train: Tensor, holdout: Tensor, result: DCRResul
     training images (middle) and nearest hold-out images (bottom)."""
     import matplotlib.image
 
-    from ...tasks.synthesis.grids import sample_grid
+    from fedsilo.tasks.synthesis.grids import sample_grid
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .inversion import inversion_attack
-from .metrics import AttackResult, attack_result
+from fedsilo.privacy.attacks.inversion import inversion_attack
+from fedsilo.privacy.attacks.metrics import AttackResult, attack_result
 
 #: ``sampler(n, generator) -> (n, C, H, W)`` synthetic images.
 Sampler = Callable[[int, torch.Generator], Tensor]
@@ -94,7 +94,7 @@ def logan_attack(discriminator: nn.Module, members: Tensor, nonmembers: Tensor, 
 
 
 def _nearest_sample_distance(images: Tensor, samples: Tensor, feature_fn: FeatureFn | None) -> Tensor:
-    from ...tasks.synthesis.manifold import nearest_neighbours
+    from fedsilo.tasks.synthesis.manifold import nearest_neighbours
 
     _, dist = nearest_neighbours(images, samples, feature_fn, k=1)
     return dist[:, 0]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .metrics import mean_finite, psnr, ssim
+from fedsilo.privacy.attacks.metrics import mean_finite, psnr, ssim
 
 #: ``loss_fn(model, x, y) -> (B,)`` per-sample losses (averaged over the batch for an update).
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -251,7 +251,7 @@ def inversion_grid(trials: Sequence[InversionTrial], path: str | Path, max_image
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...tasks.synthesis.grids import sample_grid
+    from fedsilo.tasks.synthesis.grids import sample_grid
 
     if not trials:
         raise ValueError("trials must hold at least one InversionTrial, got 0")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .metrics import AttackResult, attack_result, ssim
+from fedsilo.privacy.attacks.metrics import AttackResult, attack_result, ssim
 
 
 @dataclass

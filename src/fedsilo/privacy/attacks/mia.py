@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .metrics import AttackResult, attack_result
+from fedsilo.privacy.attacks.metrics import AttackResult, attack_result
 
 #: ``loss_fn(model, x, y) -> (B,)`` per-sample losses.
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...data.images import ImageDataset
-from ..attacks.mia import cross_entropy_losses
-from ..audit import AuditContext, AuditOutcome, register_audit
-from .common import gradient_inversion_outcome, membership_outcome
+from fedsilo.data.images import ImageDataset
+from fedsilo.privacy.attacks.mia import cross_entropy_losses
+from fedsilo.privacy.audit import AuditContext, AuditOutcome, register_audit
+from fedsilo.privacy.audits.common import gradient_inversion_outcome, membership_outcome
 
 
 def _members_and_nonmembers(ctx: AuditContext) -> tuple[ImageDataset, ImageDataset, str]:

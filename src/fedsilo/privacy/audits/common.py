@@ -8,13 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from ...loop import StopTraining
-from ..attacks.gradient_inversion import InversionTrial, attack_batch, inversion_grid
-from ..attacks.mia import LossFn, calibrated_attacks
-from ..audit import AuditContext, AuditOutcome
+from fedsilo.loop import StopTraining
+from fedsilo.privacy.attacks.gradient_inversion import InversionTrial, attack_batch, inversion_grid
+from fedsilo.privacy.attacks.mia import LossFn, calibrated_attacks
+from fedsilo.privacy.audit import AuditContext, AuditOutcome
 
 
 def train_reference_model(ctx: AuditContext, data: Any, seed: int) -> nn.Module:
@@ -25,7 +24,7 @@ def train_reference_model(ctx: AuditContext, data: Any, seed: int) -> nn.Module:
     ``audit.reference_rounds`` periods (default ``federation.rounds``), from a fresh
     initialisation seeded by ``seed``.
     """
-    from ...tasks import TrainContext, make_task
+    from fedsilo.tasks import TrainContext, make_task
 
     cfg = ctx.cfg
     ref_cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, seed=seed))

@@ -18,10 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..attacks.dcr import dcr_grid, dcr_result, distance_to_closest_record
-from ..attacks.gan_mia import Sampler, gan_leaks_blackbox, generator_sampler, logan_attack, real_vs_synthetic_detector
-from ..attacks.inversion import inversion_attack
-from ..audit import AuditContext, AuditOutcome
+from fedsilo.privacy.attacks.dcr import dcr_grid, dcr_result, distance_to_closest_record
+from fedsilo.privacy.attacks.gan_mia import (
+    Sampler,
+    gan_leaks_blackbox,
+    generator_sampler,
+    logan_attack,
+    real_vs_synthetic_detector,
+)
+from fedsilo.privacy.attacks.inversion import inversion_attack
+from fedsilo.privacy.audit import AuditContext, AuditOutcome
 
 
 def _subsample(x: Tensor, labels: Tensor | None, k: int, rng: np.random.Generator) -> tuple[Tensor, Tensor | None]:
@@ -34,7 +40,7 @@ def _subsample(x: Tensor, labels: Tensor | None, k: int, rng: np.random.Generato
 def _reconstruction_grid(targets: Tensor, recon: Tensor, path, n: int = 8):
     import matplotlib.image
 
-    from ...tasks.synthesis.grids import sample_grid
+    from fedsilo.tasks.synthesis.grids import sample_grid
 
     k = min(n, len(targets))
     grid = sample_grid(torch.cat([targets[:k].cpu(), recon[:k].cpu().clamp(-1, 1)]), nrow=k)

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.labels import IGNORE_INDEX
-from ..audit import AuditContext, AuditOutcome, register_audit
-from .common import gradient_inversion_outcome, membership_outcome
+from fedsilo.data.labels import IGNORE_INDEX
+from fedsilo.privacy.audit import AuditContext, AuditOutcome, register_audit
+from fedsilo.privacy.audits.common import gradient_inversion_outcome, membership_outcome
 
 
 def segmentation_losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -35,7 +35,7 @@ class FromSymmetric(nn.Module):
 
 
 def _members_and_nonmembers(ctx: AuditContext):
-    from ...data.abdomen import SliceDataset
+    from fedsilo.data.abdomen import SliceDataset
 
     data = ctx.task.federated_data()
     sites = data.sites if ctx.site is None else [data.sites[ctx.site]]
@@ -51,7 +51,7 @@ def _members_and_nonmembers(ctx: AuditContext):
 @register_audit("segmentation", "membership")
 def membership(ctx: AuditContext) -> AuditOutcome:
     """Loss-threshold, LiRA and RMIA membership inference on slices of training vs unseen patients."""
-    from ...data.abdomen import SliceDataset
+    from fedsilo.data.abdomen import SliceDataset
 
     members, nonmembers, source = _members_and_nonmembers(ctx)
     members = members.subset(np.flatnonzero(members.labels.flatten(1).max(1).values > 0)) if len(members) else members

@@ -3,14 +3,14 @@ discriminator, with the sites' training images as members and never-used images 
 
 from __future__ import annotations
 
-from ..audit import AuditContext, AuditOutcome, register_audit
-from .gan import gan_outcome
+from fedsilo.privacy.audit import AuditContext, AuditOutcome, register_audit
+from fedsilo.privacy.audits.gan import gan_outcome
 
 
 @register_audit("synthesis", "gan")
 def gan(ctx: AuditContext) -> AuditOutcome:
     """LOGAN, GAN-Leaks (black/white box), model inversion, DCR and the realism detector."""
-    from ...tasks.synthesis.data import all_images
+    from fedsilo.tasks.synthesis.data import all_images
 
     data = ctx.task.federated_data()
     sites = data.sites if ctx.site is None else [data.sites[ctx.site]]

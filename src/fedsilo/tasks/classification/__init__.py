@@ -1,5 +1,5 @@
 """Federated diabetic-retinopathy grading."""
 
-from .task import ClassificationTask
+from fedsilo.tasks.classification.task import ClassificationTask
 
 __all__ = ["ClassificationTask"]

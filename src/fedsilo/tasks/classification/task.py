@@ -6,16 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.federated import FederatedData, SiteData
-from ...data.fundus import GRADE_NAMES, NUM_GRADES, federated_fundus, fundus_site_from_path
-from ...data.images import ImageDataset, iterate_batches
-from ...models.classifier import GradeCNN
-from ...privacy.dp import SiteDP
-from ...progress import current
-from ...seeding import derive_seed, seed_torch, torch_generator
-from ...training import (
-    autocast,
+from fedsilo.data.federated import FederatedData, SiteData
+from fedsilo.data.fundus import GRADE_NAMES, NUM_GRADES, federated_fundus, fundus_site_from_path
+from fedsilo.data.images import ImageDataset, iterate_batches
+from fedsilo.models.classifier import GradeCNN
+from fedsilo.privacy.dp import SiteDP
+from fedsilo.progress import current
+from fedsilo.seeding import derive_seed, seed_torch, torch_generator
+from fedsilo.tasks.base import InferenceSpec, Task, TrainContext, TrainResult, evaluating
+from fedsilo.tasks.classification.metrics import grading_metrics
+from fedsilo.training import (
     add_proximal_grad,
+    autocast,
     make_optimizer,
     num_round_batches,
     proximal_term,
@@ -23,8 +25,6 @@ from ...training import (
     round_lr,
     snapshot_params,
 )
-from ..base import InferenceSpec, Task, TrainContext, TrainResult, evaluating
-from .metrics import grading_metrics
 
 
 class ClassificationTask(Task):

@@ -1,7 +1,8 @@
 """fedsilo.tasks.segmentation: cross-modality organ segmentation (FedGIN)."""
 
-from .losses import marginal_log_probs, masked_dice_ce
-from .metrics import (
+from fedsilo.tasks.segmentation.losses import marginal_log_probs, masked_dice_ce
+from fedsilo.tasks.segmentation.methods import METHODS, Method, make_augmentation, resolve_method
+from fedsilo.tasks.segmentation.metrics import (
     as_annotated,
     dice_per_class,
     hd95_per_class,
@@ -10,8 +11,7 @@ from .metrics import (
     per_patient_hd95,
     stack_slices,
 )
-from .methods import METHODS, Method, make_augmentation, resolve_method
-from .task import SegmentationTask
+from fedsilo.tasks.segmentation.task import SegmentationTask
 
 __all__ = [
     "METHODS",

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.abdomen import SliceDataset
-from ...data.labels import NUM_CLASSES, ORGANS
-from ..base import evaluating
-from .metrics import dice_per_class, nanmean_per_class, per_patient_dice, per_patient_hd95
+from fedsilo.data.abdomen import SliceDataset
+from fedsilo.data.labels import NUM_CLASSES, ORGANS
+from fedsilo.tasks.base import evaluating
+from fedsilo.tasks.segmentation.metrics import dice_per_class, nanmean_per_class, per_patient_dice, per_patient_hd95
 
 __all__ = ["FAMILIES", "forward_by_domain", "merge_test_sets", "modality_metrics", "predict", "probabilities",
            "slice_dice"]

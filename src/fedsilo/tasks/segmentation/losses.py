@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 
 from fedsilo.data.labels import IGNORE_INDEX
-
-from .metrics import as_annotated, check_target
+from fedsilo.tasks.segmentation.metrics import as_annotated, check_target
 
 __all__ = ["marginal_log_probs", "masked_dice_ce"]
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from ...augment import build_augmentation
-from ...augment._base import RandomAugmentation
-from ...config import ExperimentConfig
-from ...seeding import derive_seed
+from fedsilo.augment import build_augmentation
+from fedsilo.augment._base import RandomAugmentation
+from fedsilo.config import ExperimentConfig
+from fedsilo.seeding import derive_seed
 
 __all__ = ["METHODS", "Method", "augmentation_kwargs", "make_augmentation", "resolve_method"]
 

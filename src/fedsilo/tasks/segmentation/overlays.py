@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.abdomen import SliceDataset
-from ...data.labels import NUM_CLASSES, ORGANS
+from fedsilo.data.abdomen import SliceDataset
+from fedsilo.data.labels import NUM_CLASSES, ORGANS
 
 __all__ = ["ORGAN_COLOURS", "overlay_rgb", "pick_slices", "save_overlay"]
 

@@ -28,17 +28,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...augment import consistency_loss
-from ...data.abdomen import SliceDataset, default_name, federated_volumes, volume_site_from_path, volume_tests
-from ...data.federated import FederatedData, SiteData
-from ...data.labels import NUM_CLASSES, ORGANS
-from ...models.dsbn import norm_key_domains
-from ...models.unet import DEFAULT_DOMAINS, build_unet
-from ...progress import current
-from ...seeding import derive_seed, torch_generator
-from ...summary import MetricTable
-from ...privacy.dp import SiteDP
-from ...training import (
+from fedsilo.augment import consistency_loss
+from fedsilo.data.abdomen import SliceDataset, default_name, federated_volumes, volume_site_from_path, volume_tests
+from fedsilo.data.federated import FederatedData, SiteData
+from fedsilo.data.labels import NUM_CLASSES, ORGANS
+from fedsilo.models.dsbn import norm_key_domains
+from fedsilo.models.unet import DEFAULT_DOMAINS, build_unet
+from fedsilo.privacy.dp import SiteDP
+from fedsilo.progress import current
+from fedsilo.seeding import derive_seed, torch_generator
+from fedsilo.summary import MetricTable
+from fedsilo.tasks.base import InferenceSpec, LocalStateRule, Task, TrainContext, TrainResult
+from fedsilo.tasks.segmentation.evaluation import (
+    FAMILIES,
+    forward_by_domain,
+    merge_test_sets,
+    modality_metrics,
+    predict,
+    probabilities,
+    slice_dice,
+)
+from fedsilo.tasks.segmentation.losses import masked_dice_ce
+from fedsilo.tasks.segmentation.methods import Method, make_augmentation, resolve_method
+from fedsilo.tasks.segmentation.metrics import nanmean_per_class
+from fedsilo.tasks.segmentation.overlays import pick_slices, save_overlay
+from fedsilo.training import (
     add_proximal_grad,
     autocast,
     make_optimizer,
@@ -48,20 +62,6 @@ from ...training import (
     round_lr,
     snapshot_params,
 )
-from ..base import InferenceSpec, LocalStateRule, Task, TrainContext, TrainResult
-from .evaluation import (
-    FAMILIES,
-    forward_by_domain,
-    merge_test_sets,
-    modality_metrics,
-    predict,
-    probabilities,
-    slice_dice,
-)
-from .losses import masked_dice_ce
-from .methods import Method, make_augmentation, resolve_method
-from .metrics import nanmean_per_class
-from .overlays import pick_slices, save_overlay
 
 __all__ = ["SegmentationTask"]
 
@@ -262,8 +262,8 @@ class SegmentationTask(Task):
         contract = {
             "input": {"name": "slices", "shape": ["batch", channels, v.size, v.size], "dtype": "float32",
                       "range": [0.0, 1.0],
-                      "preprocessing": [f"axial slices in radiological display (patient right on the image left, "
-                                        f"anterior up)", f"CT: window level {v.ct_level:g} / width {v.ct_width:g} HU "
+                      "preprocessing": ["axial slices in radiological display (patient right on the image left, "
+                                        "anterior up)", f"CT: window level {v.ct_level:g} / width {v.ct_width:g} HU "
                                         f"-> [0, 1]", f"MR: clip to percentiles {v.mr_lower_percentile:g}-"
                                         f"{v.mr_upper_percentile:g} per volume, then {v.mr_method}",
                                         f"pad to square, resize in-plane to {v.size}x{v.size}"

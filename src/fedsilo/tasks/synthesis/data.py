@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import torch
 
-from ...data.abdomen import SliceDataset
-from ...data.images import ImageDataset
+from fedsilo.data.abdomen import SliceDataset
+from fedsilo.data.images import ImageDataset
 
 
 class SliceImages:

@@ -14,16 +14,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ...models.classifier import GradeCNN
-from ...models.dcgan import DCGANGenerator, sample_latent
-from ..classification.metrics import grading_metrics
-from .diversity import ms_ssim_diversity
-from .features import FeatureAdapter
-from .manifold import precision_recall_density_coverage
-from .metrics import frechet_distance, kernel_inception_distance, realism_score
-from .references import NUM_GRADES, References
-from .stats import MetricResult
-from .training import train_classifier
+from fedsilo.models.classifier import GradeCNN
+from fedsilo.models.dcgan import DCGANGenerator, sample_latent
+from fedsilo.tasks.classification.metrics import grading_metrics
+from fedsilo.tasks.synthesis.diversity import ms_ssim_diversity
+from fedsilo.tasks.synthesis.features import FeatureAdapter
+from fedsilo.tasks.synthesis.manifold import precision_recall_density_coverage
+from fedsilo.tasks.synthesis.metrics import frechet_distance, kernel_inception_distance, realism_score
+from fedsilo.tasks.synthesis.references import NUM_GRADES, References
+from fedsilo.tasks.synthesis.stats import MetricResult
+from fedsilo.tasks.synthesis.training import train_classifier
 
 BOOTSTRAP = 200
 

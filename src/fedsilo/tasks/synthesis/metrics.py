@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from fedsilo.tasks.synthesis.features import FeatureAdapter, FeatureFn, eval_mode, as_features
+from fedsilo.tasks.synthesis.features import FeatureAdapter, FeatureFn, as_features, eval_mode
 from fedsilo.tasks.synthesis.stats import MetricResult, bootstrap_mean_ci, bootstrap_stats, check_images, normal_ci
 
 __all__ = ["frechet_distance", "kernel_inception_distance", "realism_score"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...models.dcgan import DCGANDiscriminator, DCGANGenerator
+from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
 
 
 class GANPair(nn.Module):

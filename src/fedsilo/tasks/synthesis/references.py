@@ -25,15 +25,14 @@ from typing import Any
 
 import torch
 
-from ...data.cache import default_cache_dir
-from ...data.images import iterate_batches
-from ...models.classifier import GradeCNN
-from ...runs import atomic_torch_save
-from ...seeding import derive_seed
-from ..classification.metrics import grading_metrics
-from .data import GanImages, all_images, content_hash
-from .model import GANPair
-from .training import adam, gan_step, train_classifier
+from fedsilo.data.cache import default_cache_dir
+from fedsilo.data.images import iterate_batches
+from fedsilo.models.classifier import GradeCNN
+from fedsilo.runs import atomic_torch_save
+from fedsilo.seeding import derive_seed
+from fedsilo.tasks.classification.metrics import grading_metrics
+from fedsilo.tasks.synthesis.data import GanImages, all_images, content_hash
+from fedsilo.tasks.synthesis.training import adam, gan_step, train_classifier
 
 logger = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 
 import torch
 from torch import Tensor

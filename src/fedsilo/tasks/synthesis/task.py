@@ -23,26 +23,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.federated import FederatedData, SiteData
-from ...data.fundus import GRADE_NAMES, federated_fundus
-from ...data.images import ImageDataset
-from ...models.classifier import GradeCNN
-from ...models.dcgan import DCGANDiscriminator, DCGANGenerator, sample_latent
-from ...models.dcgan_transfer import adapt_state_dict
-from ...models.gan_losses import discriminator_loss, generator_loss
-from ...privacy.dp import SiteDP, private_discriminator_step
-from ...progress import current
-from ...runs import RunDir, RunDirError
-from ...seeding import derive_seed, torch_generator
-from ...training import autocast, num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
-from ..base import InferenceSpec, Task, TrainContext, TrainResult
-from .data import GanImages, SliceImages, all_images
-from .evaluation import discriminator_view, generate, generator_metrics
-from .grids import save_grid_png
-from .manifold import nearest_neighbours
-from .model import GANPair, Generate
-from .references import NUM_GRADES, References, reference_networks
-from .training import adam, fake_labels, gan_step
+from fedsilo.data.federated import FederatedData, SiteData
+from fedsilo.data.fundus import GRADE_NAMES, federated_fundus
+from fedsilo.data.images import ImageDataset
+from fedsilo.models.classifier import GradeCNN
+from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator, sample_latent
+from fedsilo.models.dcgan_transfer import adapt_state_dict
+from fedsilo.models.gan_losses import discriminator_loss, generator_loss
+from fedsilo.privacy.dp import SiteDP, private_discriminator_step
+from fedsilo.progress import current
+from fedsilo.runs import RunDir, RunDirError
+from fedsilo.seeding import derive_seed, torch_generator
+from fedsilo.tasks.base import InferenceSpec, Task, TrainContext, TrainResult
+from fedsilo.tasks.synthesis.data import GanImages, SliceImages, all_images
+from fedsilo.tasks.synthesis.evaluation import discriminator_view, generate, generator_metrics
+from fedsilo.tasks.synthesis.grids import save_grid_png
+from fedsilo.tasks.synthesis.manifold import nearest_neighbours
+from fedsilo.tasks.synthesis.model import GANPair, Generate
+from fedsilo.tasks.synthesis.references import NUM_GRADES, References, reference_networks
+from fedsilo.tasks.synthesis.training import adam, fake_labels, gan_step
+from fedsilo.training import autocast, num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
 
 __all__ = ["SynthesisTask"]
 
@@ -96,7 +96,7 @@ class SynthesisTask(Task):
     def dp_compatible(self, model: nn.Module) -> nn.Module:
         """Only the discriminator sees real images: it alone becomes DP-compatible (the generator is
         private by post-processing, Xie et al. 2018's DPGAN argument)."""
-        from ...privacy.dp import make_dp_compatible
+        from fedsilo.privacy.dp import make_dp_compatible
 
         model.discriminator = make_dp_compatible(model.discriminator, "GAN discriminator")
         return model
@@ -137,7 +137,7 @@ class SynthesisTask(Task):
         if self.cfg.data.source != "volumes":
             return federated_fundus(self.cfg)
         if self._fed is None:
-            from ...data.abdomen import SliceDataset, federated_volumes
+            from fedsilo.data.abdomen import SliceDataset, federated_volumes
 
             vol = federated_volumes(self.cfg)
             sites = [SiteData(s.name, SliceImages(s.train), SliceImages(s.val), s.info) for s in vol.sites]
@@ -324,7 +324,7 @@ class SynthesisTask(Task):
         return [c for c in cols if c in present]
 
     def report_sections(self, run_dir: Any) -> list[tuple[str, str, list[str]]]:
-        from ...report.html import img_file
+        from fedsilo.report.html import img_file
 
         folder = Path(run_dir) / "samples"
         rounds = sorted(folder.glob("round-*.png"))

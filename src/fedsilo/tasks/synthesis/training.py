@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.classifier import GradeCNN
-from ...models.dcgan import sample_latent
-from ...models.gan_losses import discriminator_loss, generator_loss
-from ...data.images import iterate_batches
-from .model import GANPair
+from fedsilo.data.images import iterate_batches
+from fedsilo.models.classifier import GradeCNN
+from fedsilo.models.dcgan import sample_latent
+from fedsilo.models.gan_losses import discriminator_loss, generator_loss
+from fedsilo.tasks.synthesis.model import GANPair
 
 
 def adam(params: Iterable[nn.Parameter], lr: float, beta1: float) -> torch.optim.Adam:
