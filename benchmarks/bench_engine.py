@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.common import table, write_section
 from fedsilo.config import config_from_dict
-from fedsilo.runner import start_run
+from fedsilo.run.start import start_run
 
 NAME = "engine"
 TITLE = "Engine overhead: in-process vs Flower simulation (issue 9)"

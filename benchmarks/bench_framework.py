@@ -19,6 +19,7 @@ from fedsilo.data.images import iterate_batches
 from fedsilo.models.dcgan import sample_latent
 from fedsilo.models.gan_losses import discriminator_loss, generator_loss
 from fedsilo.tasks import TrainContext, make_task
+from fedsilo.training import train_site
 from fedsilo.tasks.segmentation.losses import masked_dice_ce
 
 NAME = "framework"
@@ -99,7 +100,7 @@ def _measure(cfg, plain, batch: int, lr: float, steps: int, repeats: int) -> tup
             model.train()
             t = time.perf_counter()
             if which == "fedsilo":
-                task.train(model, data, TrainContext(round=1, site_index=0, site_name="bench", device=torch.device("cpu")))
+                train_site(task, model, data, TrainContext(round=1, site_index=0, site_name="bench", device=torch.device("cpu")))
             else:
                 plain(model, data, steps, batch, lr)
             if r:  # the first pair warms up

@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.common import REPO, table
 from fedsilo.config import load_config
-from fedsilo.runner import start_run
+from fedsilo.run.start import start_run
 
 NAME = "messages"
 TITLE = "Message size per round and site (issue 9)"

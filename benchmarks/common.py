@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fedsilo.runs import cpu_model
+from fedsilo.run.folder import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REPO = RESULTS.parents[1]

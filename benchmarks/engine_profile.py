@@ -49,7 +49,7 @@ import json, sys, tempfile
 from pathlib import Path
 sys.path[:0] = [{src!r}, {bench!r}]
 from benchmarks.bench_engine import MODELS, _config, overhead
-from fedsilo.runner import start_run
+from fedsilo.run.start import start_run
 cfg = _config({sites}, MODELS[{model!r}], {rounds})
 with tempfile.TemporaryDirectory() as tmp:
     start_run(cfg, Path(tmp) / "run", "local")
@@ -59,7 +59,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
 def profile_rows() -> tuple[list[list[object]], float, float]:
     """cProfile one local run; per-round milliseconds of the watched functions."""
-    from fedsilo.runner import start_run
+    from fedsilo.run.start import start_run
 
     with tempfile.TemporaryDirectory() as tmp:
         start_run(_config(3, MODELS[MODEL], 2), Path(tmp) / "warm", "local")  # imports, caches

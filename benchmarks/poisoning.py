@@ -2,7 +2,7 @@
 
 Each strategy (fedavg, fedmedian, fedtrimmedavg, krum, multikrum, centeredclip) runs once clean
 and once attacked on the in-process engine; the attacks are the ClientApp's robustness-study hook
-(:mod:`fedsilo.federation.attacks`, node config ``attack``), i.e. the same code path a SuperNode
+(:mod:`fedsilo.federation.poisoning`, node config ``attack``), i.e. the same code path a SuperNode
 runs. Update validation (:mod:`fedsilo.federation.validation`) rejects the NaN site before any
 strategy sees it; the sign-flipped update passes validation (it is finite and well-shaped) and
 must be handled by the aggregation rule.
@@ -31,8 +31,8 @@ from benchmarks.common import table, write_section
 from fedsilo.config import config_from_dict
 from fedsilo.federation.client_app import app as client_app
 from fedsilo.federation.inprocess import run_inprocess
-from fedsilo.federation.server_app import make_server_app
-from fedsilo.runs import RunDir
+from fedsilo.run.app import make_server_app
+from fedsilo.run.folder import RunDir
 
 NAME = "poisoning"
 TITLE = "Poisoned updates: sign-flip x10 and NaN sites vs robust aggregation (issue 7)"

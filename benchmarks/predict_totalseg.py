@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks.common import REPO, table, write_section
 from fedsilo.data.labels import ORGANS, get_mapping
-from fedsilo.predict import predict_path
+from fedsilo.inference.predict import predict_path
 
 SHARED = REPO.parent / "shared" / "data" / "totalseg_ct"
 

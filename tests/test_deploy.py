@@ -32,7 +32,7 @@ from fedsilo.data.errors import DataError
 from fedsilo.deploy.certs import DeployError, issue_certificate, make_certs, read_site_bundle
 from fedsilo.deploy.checks import check_auth_key, check_server_files, parse_address, san_names, tls_handshake
 from fedsilo.deploy.sites import write_site_folders
-from fedsilo.federation.attacks import poison
+from fedsilo.federation.poisoning import poison
 from fedsilo.tasks import make_task
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -332,8 +332,8 @@ def test_nan_site_rejected_by_validation_in_process(tmp_path):
 
     from fedsilo.federation.client_app import app as client_app
     from fedsilo.federation.inprocess import run_inprocess
-    from fedsilo.federation.server_app import make_server_app
-    from fedsilo.runs import RunDir
+    from fedsilo.run.app import make_server_app
+    from fedsilo.run.folder import RunDir
 
     run = RunDir.create(tmp_path / "run", small_cfg(rounds=1), engine="local")
     run_inprocess(make_server_app(run.path), client_app, 3, node_extra={2: {"attack": "nan"}})

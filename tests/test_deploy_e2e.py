@@ -24,7 +24,7 @@ from deploy_helpers import seg_cfg, small_cfg
 from fedsilo.config import dumps
 from fedsilo.deploy.certs import make_certs
 from fedsilo.deploy.sites import write_site_folders
-from fedsilo.runner import start_run
+from fedsilo.run.start import start_run
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -14,10 +14,11 @@ from flwr.common.constant import ErrorCode
 from fedsilo.federation import client_app as real
 from fedsilo.federation.inprocess import InProcessGrid, run_inprocess, run_on_grid
 from fedsilo.federation.messages import ARRAYS
-from fedsilo.federation.server_app import make_server_app
-from fedsilo.loop import FederationError, RunInterrupted
-from fedsilo.runner import resume_run, start_run
-from fedsilo.runs import RunDir, RunDirError, cpu_model
+from fedsilo.rounds import FederationError
+from fedsilo.run.app import make_server_app
+from fedsilo.run.folder import RunDir, RunDirError, cpu_model
+from fedsilo.run.loop import RunInterrupted
+from fedsilo.run.start import resume_run, start_run
 
 
 def _final(path):

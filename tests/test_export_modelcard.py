@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from fedsilo.cli import main
-from fedsilo.export import export_run
-from fedsilo.runner import start_run
-from fedsilo.runs import RunDir, RunDirError
-from fedsilo.summary import final_rows
+from fedsilo.inference.export import export_run
+from fedsilo.report.summary import final_rows
+from fedsilo.run.folder import RunDir, RunDirError
+from fedsilo.run.load import load_trained
+from fedsilo.report import write_run_files
+from fedsilo.run.start import start_run
 from fedsilo.tasks.classification.metrics import bootstrap_grading_ci, kappa_from_confusion, quadratic_kappa
-from fedsilo.trained import load_trained
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,9 @@ def finished_run(tmp_path_factory):
     from conftest import make_tiny_medmnist, tiny_config
 
     npz = make_tiny_medmnist(tmp_path_factory.mktemp("data") / "tiny.npz")
-    return start_run(tiny_config(npz), tmp_path_factory.mktemp("runs") / "run")
+    run = start_run(tiny_config(npz), tmp_path_factory.mktemp("runs") / "run")
+    write_run_files(run.path)
+    return run
 
 
 def _test_images(run: RunDir) -> torch.Tensor:

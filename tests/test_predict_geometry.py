@@ -11,8 +11,8 @@ from fedsilo.data.errors import DataError
 from fedsilo.data.labels import NUM_CLASSES
 from fedsilo.data.preprocess_volume import PreprocessSettings, preprocess_volume
 from fedsilo.data.sources.volume import Volume
-from fedsilo.predict import find_cases, probabilities_to_native
-from fedsilo.predict.geometry import native_index_map
+from fedsilo.inference.predict import find_cases, probabilities_to_native
+from fedsilo.inference.predict.geometry import native_index_map
 
 
 def _volume(shape=(6, 40, 56), spacing=(3.0, 0.8, 0.7)) -> Volume:

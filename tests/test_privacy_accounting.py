@@ -7,7 +7,6 @@ import math
 import pytest
 from flwr.app import ConfigRecord
 
-from fedsilo.loop import StopTraining
 from fedsilo.privacy.accounting import (
     Accountant,
     PrivacyBudgetExhausted,
@@ -18,6 +17,7 @@ from fedsilo.privacy.accounting import (
     reference_epsilon,
     reference_epsilon_history,
 )
+from fedsilo.rounds import StopTraining
 
 # Reference numbers computed with Opacus 1.6.0 and dp-accounting 0.6.0 (the pinned versions).
 # DP-SGD MNIST setting of Abadi et al. 2016: sigma 1.1, batch 256 of 60 000, 60 epochs (14 100 steps).

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedsilo.privacy.attacks import (
+from fedsilo.audit.attacks import (
     attack_batch,
     attack_result,
     auc_score,
@@ -37,8 +37,8 @@ from fedsilo.privacy.attacks import (
     ssim,
     tpr_at_fpr,
 )
-from fedsilo.privacy.attacks.metrics import balanced_accuracy
-from fedsilo.privacy.attacks.mia import balanced_in_mask
+from fedsilo.audit.attacks.metrics import balanced_accuracy
+from fedsilo.audit.attacks.mia import balanced_in_mask
 
 N = 150  # members and non-members per side: AUC's null std is ~0.033
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from fedsilo.audit.registry import AuditOutcome, audits_for, register_audit, run_audit
 from fedsilo.cli import main
 from fedsilo.config import ConfigError
-from fedsilo.privacy import audit as audit_mod
-from fedsilo.privacy.audit import AuditOutcome, audits_for, register_audit, run_audit
-from fedsilo.runner import start_run
-from fedsilo.runs import RunDir, RunDirError
-from fedsilo.summary import final_metrics
+from fedsilo.audit import registry as audit_mod
+from fedsilo.report.summary import final_metrics
+from fedsilo.run.folder import RunDir, RunDirError
+from fedsilo.run.start import start_run
 
 
 @pytest.fixture(autouse=True)
@@ -136,9 +136,9 @@ def test_gan_outcome_runs_every_gan_attack_for_a_plugin(tmp_path):
     """The shared GAN audit on toys: what the synthesis task's plug-in will call."""
     import torch
 
+    from fedsilo.audit.registry import AuditContext
+    from fedsilo.audit.tasks.gan import gan_outcome
     from fedsilo.config import config_from_dict
-    from fedsilo.privacy.audit import AuditContext
-    from fedsilo.privacy.audits.gan import gan_outcome
     from test_privacy_attacks import MixtureGenerator, _disc
 
     images = torch.rand(180, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1

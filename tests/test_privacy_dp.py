@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from fedsilo.config import config_from_dict
-from fedsilo.federation.messages import SITE_DONE
 from fedsilo.models.classifier import GradeCNN
 from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fedsilo.models.gan_losses import discriminator_loss, generator_loss
@@ -20,8 +19,8 @@ from fedsilo.privacy.dp import (
     SiteDP,
     make_dp_compatible,
     plan_sample_dp,
-    private_discriminator_step,
 )
+from fedsilo.rounds import SITE_DONE
 
 
 def _privacy(**kw):
@@ -131,38 +130,6 @@ def test_site_dp_keeps_the_accountant_in_site_state_and_flags_an_exhausted_budge
     assert "privacy budget" in state[SITE_DONE]
     with pytest.raises(PrivacyBudgetExhausted, match="another round would take this site's epsilon"):
         SiteDP.begin(capped, n=40, batch_size=10, steps_per_round=4, rounds=3, site_state=state)
-
-
-def test_private_discriminator_step_trains_only_the_discriminator_privately():
-    gen = DCGANGenerator(28, 1, latent_dim=8, base_width=4, norm="batch", seed=0)
-    disc = make_dp_compatible(DCGANDiscriminator(28, 1, base_width=4, norm="batch", seed=1), "toy discriminator")
-    real_data = torch.rand(32, 1, 28, 28, generator=_gen(3)) * 2 - 1
-    state: dict = {}
-    dp = SiteDP.begin(_privacy(noise_multiplier=1.0), n=32, batch_size=8, steps_per_round=2, rounds=2,
-                      site_state=state)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4)
-    d_before = [p.detach().clone() for p in disc.parameters()]
-    zgen = _gen(4)
-    with dp.make_private(disc, opt_d, batch_generator=_gen(5), noise_generator=_gen(6)) as pt:
-        for idx in pt.batches():
-            fake = gen(torch.randn(8, 8, generator=zgen))
-            private_discriminator_step(pt, real_data[idx], fake, discriminator_loss)
-            samples = [p.grad_sample for p in disc.parameters()]
-            with pt.no_grad_sample():
-                opt_g.zero_grad(set_to_none=True)
-                generator_loss(pt.module(gen(torch.randn(8, 8, generator=zgen)))).backward()
-                opt_g.step()
-            # the generator's backward through D recorded no per-sample gradients
-            assert all(p.grad_sample is s for p, s in zip(disc.parameters(), samples))
-    metrics = dp.finish()
-    assert state["dp-steps"] == [2] and metrics["train_epsilon"] > 0
-    assert any(not torch.equal(a, b) for a, b in zip(d_before, disc.parameters()))
-    with pytest.raises(ValueError, match=r"same \(C, H, W\)"):
-        private_discriminator_step(pt, real_data[:2], torch.zeros(2, 1, 14, 14), discriminator_loss)
-    with pytest.raises(ValueError, match="must be given together"):
-        private_discriminator_step(pt, real_data[:2], real_data[:2], discriminator_loss,
-                                   real_labels=torch.zeros(2, dtype=torch.long))
 
 
 def test_site_dp_without_begin_cannot_make_private():

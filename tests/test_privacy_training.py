@@ -11,12 +11,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.app.message_type import MessageType
 
 from fedsilo.config import ConfigError
+from fedsilo.federation.client_dp import build_dp_wrapper, client_clipping_mod, client_dp_noise
 from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS
-from fedsilo.loop import RunInterrupted
 from fedsilo.privacy.accounting import epsilon_for
-from fedsilo.privacy.client_dp import build_dp_wrapper, client_clipping_mod, client_dp_noise
-from fedsilo.runner import resume_run, start_run
-from fedsilo.runs import RunDirError
+from fedsilo.run.folder import RunDirError
+from fedsilo.run.loop import RunInterrupted
+from fedsilo.run.start import resume_run, start_run
 
 SAMPLE_DP = ("privacy.mode=sample", "privacy.noise_multiplier=1.0", "train.local_epochs=1")
 

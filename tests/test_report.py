@@ -9,13 +9,16 @@ import pytest
 from fedsilo.cli import main
 from fedsilo.report.glossary import define
 from fedsilo.report.html import markdown_tables
-from fedsilo.runner import start_run
+from fedsilo.report import write_run_files
+from fedsilo.run.start import start_run
 
 
 @pytest.fixture
 def two_runs(tiny_cfg, tmp_path):
     a = start_run(tiny_cfg(), tmp_path / "a")
     b = start_run(tiny_cfg("federation.strategy.name=fedmedian"), tmp_path / "b")
+    write_run_files(a.path)
+    write_run_files(b.path)
     return a, b
 
 

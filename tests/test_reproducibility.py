@@ -40,8 +40,8 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 @pytest.mark.parametrize("name", ["quick-classify", "quick-fedgin", "quick-fedgan"])
 def test_quick_config_final_weights_are_unchanged(name, tmp_path):
-    from fedsilo.runner import start_run
-    from fedsilo.runs import cpu_model
+    from fedsilo.run.folder import cpu_model
+    from fedsilo.run.start import start_run
 
     # one torch thread: a float sum split over threads rounds differently with the thread count
     cfg = load_config(REPO_ROOT / "configs" / f"{name}.toml", ["experiment.threads=1"])

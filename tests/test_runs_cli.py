@@ -9,7 +9,8 @@ import pytest
 
 from fedsilo.cli import main
 from fedsilo.config import config_from_dict
-from fedsilo.runs import RunDir, RunDirError, atomic_write_bytes
+from fedsilo.fileio import atomic_write_bytes
+from fedsilo.run.folder import RunDir, RunDirError
 
 
 def test_atomic_write_replaces_whole_file(tmp_path, monkeypatch):
@@ -159,7 +160,7 @@ depth = 2
 
 
 def test_selected_metrics_pick_the_best_validation_round(tmp_path):
-    from fedsilo.summary import selected_metrics
+    from fedsilo.report.summary import selected_metrics
 
     run = RunDir.create(tmp_path / "r", config_from_dict({}), "local")
     for rnd, val, test in ((1, 0.2, 0.3), (2, 0.6, 0.4), (3, 0.5, 0.9)):

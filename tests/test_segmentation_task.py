@@ -12,10 +12,12 @@ import torch
 
 from fedsilo.config import ConfigError, config_from_dict
 from fedsilo.data.labels import ORGANS
-from fedsilo.runner import start_run
-from fedsilo.summary import final_rows
+from fedsilo.report.summary import final_rows
+from fedsilo.report import write_run_files
+from fedsilo.run.start import start_run
 from fedsilo.tasks import TrainContext, make_task
 from fedsilo.tasks.segmentation import METHODS
+from fedsilo.training import train_site
 
 SHAPE = [12, 32, 32]
 
@@ -40,7 +42,9 @@ def seg_config(*overrides: str, method: str = "gin", mode: str = "federated"):
 
 @pytest.fixture(scope="module")
 def gin_run(tmp_path_factory):
-    return start_run(seg_config(), tmp_path_factory.mktemp("seg") / "run")
+    run = start_run(seg_config(), tmp_path_factory.mktemp("seg") / "run")
+    write_run_files(run.path)
+    return run
 
 
 def test_run_reports_per_organ_and_modality_metrics_and_overlays(gin_run):
@@ -86,7 +90,7 @@ def test_every_method_trains(method):
     site = task.site_data(1)
     model = task.build_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = task.train(model, site.train, TrainContext(round=1, site_index=1, site_name="mr-site",
+    result = train_site(task, model, site.train, TrainContext(round=1, site_index=1, site_name="mr-site",
                                                         device=torch.device("cpu")))
     assert np.isfinite(result.metrics["train_loss"]) and result.num_examples == len(site.train)
     changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
@@ -116,8 +120,8 @@ def test_predict_round_trip_matches_evaluation(gin_run, tmp_path):
     from fedsilo.data.sources.loading import load_case
     from fedsilo.data.sources.volume import CaseRef
     from fedsilo.data.tools import write_abdomen_phantom
-    from fedsilo.predict import predict_path
-    from fedsilo.trained import load_trained
+    from fedsilo.inference.predict import predict_path
+    from fedsilo.run.load import load_trained
 
     src = tmp_path / "scans"
     write_abdomen_phantom(src, 1, "mr", seed=7, shape=tuple(SHAPE))
@@ -163,7 +167,7 @@ def test_predict_round_trip_matches_evaluation(gin_run, tmp_path):
 
 def test_predict_reports_a_bad_case_and_keeps_going(gin_run, tmp_path):
     from fedsilo.data.tools import write_abdomen_phantom
-    from fedsilo.predict import predict_path
+    from fedsilo.inference.predict import predict_path
 
     write_abdomen_phantom(tmp_path / "in", 1, "ct", seed=3, shape=tuple(SHAPE))
     (tmp_path / "in" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
@@ -171,14 +175,14 @@ def test_predict_reports_a_bad_case_and_keeps_going(gin_run, tmp_path):
     assert list(out.written) == ["image_1"]
     assert "broken" in out.failed and "truncated or corrupted" in out.failed["broken"]
     assert "broken" in (tmp_path / "out" / "failures.csv").read_text()
-    from fedsilo.runs import RunDirError
+    from fedsilo.run.folder import RunDirError
 
     with pytest.raises(RunDirError, match="not an empty folder"):
         predict_path(gin_run.path, tmp_path / "in", tmp_path / "out", modality="ct")
 
 
 def test_segmentation_audit(gin_run):
-    from fedsilo.privacy.audit import run_audit
+    from fedsilo.audit.registry import run_audit
 
     report = run_audit(gin_run.path, overrides=["audit.reference_models=2", "audit.max_samples=12",
                                                 "audit.inversion_batch_sizes=[1]", "audit.inversion_local_steps=[1]",
@@ -205,8 +209,8 @@ def test_sample_level_dp_trains_privately_and_reports_epsilon(tmp_path):
 
 def test_unet_export_matches_pytorch(gin_run, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from fedsilo.export import export_run
-    from fedsilo.trained import load_trained
+    from fedsilo.inference.export import export_run
+    from fedsilo.run.load import load_trained
 
     path = export_run(gin_run.path, "onnx", tmp_path)
     trained = load_trained(gin_run.path)

@@ -9,10 +9,10 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedsilo.config.schema import StrategySection
+from fedsilo.federation.grids import SubsetGrid
 from fedsilo.federation.inprocess import InProcessGrid
 from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES
 from fedsilo.federation.robust import centered_clip
-from fedsilo.federation.server_app import SubsetGrid
 from fedsilo.federation.strategies import (
     STRATEGY_NAMES,
     LocalStateStrategy,

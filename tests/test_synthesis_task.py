@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from fedsilo.config import ConfigError, config_from_dict
-from fedsilo.loop import RunInterrupted
-from fedsilo.runner import resume_run, start_run
-from fedsilo.summary import final_rows
+from fedsilo.report.summary import final_rows
+from fedsilo.run.loop import RunInterrupted
+from fedsilo.report import write_run_files
+from fedsilo.run.load import initial_weights
+from fedsilo.run.start import resume_run, start_run
 from fedsilo.tasks import make_task
 from fedsilo.tasks.synthesis.metrics import realism_score
 
@@ -46,7 +48,9 @@ def pretrain_config(*overrides: str):
 
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
-    return start_run(gan_config(), tmp_path_factory.mktemp("gan") / "run")
+    run = start_run(gan_config(), tmp_path_factory.mktemp("gan") / "run")
+    write_run_files(run.path)
+    return run
 
 
 def test_run_writes_gan_metrics_and_grids(gan_run):
@@ -86,7 +90,7 @@ def test_pretrained_ct_weights_are_loaded_and_fine_tuning_starts_from_them(tmp_p
     pre = start_run(pretrain_config(), tmp_path / "pretrain")
     src = torch.load(pre.final_path, weights_only=False)["model"]
     task = make_task(gan_config(f"gan.pretrained={pre.path}"))
-    initial, fresh = task.initial_state(), make_task(gan_config()).initial_state()
+    initial, fresh = initial_weights(task), make_task(gan_config()).initial_state()
     # 1 grey channel -> 3 colour channels: the generator's output layer is replicated per channel,
     # the discriminator's input layer replicated and divided by 3
     for c in range(3):
@@ -102,11 +106,11 @@ def test_pretrained_ct_weights_are_loaded_and_fine_tuning_starts_from_them(tmp_p
     for k in ("generator.head.0.weight", "generator.blocks.0.0.weight", "discriminator.stem.0.weight"):
         torch.testing.assert_close(final[k], initial[k], rtol=0, atol=1e-6, msg=k)
     with pytest.raises(Exception, match="is a classification run|holds no generator|not a synthesis run"):
-        from fedsilo.runs import RunDir
+        from fedsilo.run.folder import RunDir
 
         cls_dir = tmp_path / "cls"
         RunDir.create(cls_dir, config_from_dict({"experiment": {"name": "c"}}), "local")
-        make_task(gan_config(f"gan.pretrained={cls_dir}")).initial_state()
+        initial_weights(make_task(gan_config(f"gan.pretrained={cls_dir}")))
 
 
 def test_reference_discriminator_prefers_real_images_to_noise(gan_run):
@@ -146,7 +150,7 @@ def test_dp_trains_only_the_discriminator_privately(tmp_path):
 def test_sample_round_trips_through_the_loaders(gan_run, tmp_path):
     from fedsilo.data.sources.imagefolder import load_image_folder
     from fedsilo.data.sources.medmnist import load_medmnist
-    from fedsilo.sample import sample_run
+    from fedsilo.inference.sample import sample_run
 
     out = sample_run(gan_run.path, 12, tmp_path / "syn", seed=3)
     npz = load_medmnist(out / "synthetic.npz", "train", num_classes=5)
@@ -165,7 +169,7 @@ def test_sample_round_trips_through_the_loaders(gan_run, tmp_path):
 
 def test_conditional_generator_samples_the_requested_grade(tmp_path):
     from fedsilo.data.sources.medmnist import load_medmnist
-    from fedsilo.sample import sample_run
+    from fedsilo.inference.sample import sample_run
 
     run = start_run(gan_config("gan.conditional=true", "federation.rounds=1"), tmp_path / "cond")
     glob = final_rows(run)["global"]
@@ -176,8 +180,8 @@ def test_conditional_generator_samples_the_requested_grade(tmp_path):
 
 def test_generator_export_matches_pytorch(gan_run, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from fedsilo.export import export_run
-    from fedsilo.trained import load_trained
+    from fedsilo.inference.export import export_run
+    from fedsilo.run.load import load_trained
 
     path = export_run(gan_run.path, "onnx", tmp_path)
     code = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))

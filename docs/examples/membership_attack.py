@@ -8,7 +8,7 @@ Run: python docs/examples/membership_attack.py
 import torch
 from torch import nn
 
-from fedsilo.privacy.attacks import loss_attack, sample_losses
+from fedsilo.audit.attacks import loss_attack, sample_losses
 
 gen = torch.Generator().manual_seed(0)
 members, nonmembers = torch.randn(32, 3, 8, 8, generator=gen), torch.randn(32, 3, 8, 8, generator=gen)

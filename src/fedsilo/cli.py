@@ -45,8 +45,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from fedsilo.config import ConfigError
     from fedsilo.data.errors import DataError
     from fedsilo.deploy.certs import DeployError
-    from fedsilo.loop import FederationError
-    from fedsilo.runs import RunDirError
+    from fedsilo.rounds import FederationError
+    from fedsilo.run.folder import RunDirError
 
     return (
         ConfigError,
@@ -102,13 +102,15 @@ def _reporter(tty: bool):
 def cmd_run(args: argparse.Namespace, tty: bool) -> int:
     from fedsilo import progress
     from fedsilo.config import load_config
-    from fedsilo.runner import resume_run, start_run
+    from fedsilo.report import write_run_files
+    from fedsilo.run.start import resume_run, start_run
 
     if args.resume:
         if args.config or args.sets:
             raise UsageError("fedsilo run --resume takes only the run folder (its config is fixed)")
         with progress.use(_reporter(tty)):
             run = resume_run(args.resume, args.engine)
+        write_run_files(run.path)
     else:
         if not args.config:
             raise UsageError("fedsilo run needs a CONFIG file (or --resume RUN_DIR)")
@@ -116,12 +118,13 @@ def cmd_run(args: argparse.Namespace, tty: bool) -> int:
         out = args.out or str(Path("runs") / f"{cfg.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         with progress.use(_reporter(tty)):
             run = start_run(cfg, out, args.engine)
+        write_run_files(run.path)
     _print_run_summary(run)
     return 0
 
 
 def _print_run_summary(run) -> None:
-    from fedsilo.summary import headline_columns, scope_table, text_table
+    from fedsilo.report.summary import headline_columns, scope_table, text_table
     from fedsilo.tasks import make_task
 
     header, rows = scope_table(run, headline_columns(run, make_task(run.cfg)))
@@ -147,11 +150,11 @@ def cmd_sweep(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
-    from fedsilo.privacy.audit import AUDIT_MD, run_audit
+    from fedsilo.audit.registry import AUDIT_MD, run_audit
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     run_audit(args.run_dir, attacks, args.sets, args.device)
-    from fedsilo.modelcard import write_model_card
+    from fedsilo.report.modelcard import write_model_card
 
     write_model_card(args.run_dir)  # the card quotes the measured leakage
     print((Path(args.run_dir) / AUDIT_MD).read_text(encoding="utf-8"))
@@ -160,7 +163,7 @@ def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_export(args: argparse.Namespace, tty: bool) -> int:
-    from fedsilo.export import export_run
+    from fedsilo.inference.export import export_run
 
     path = export_run(args.run_dir, args.format, args.out, round_=args.round, site=args.site)
     print(f"Exported: {path} (contract: {path.parent / f'contract-{args.format}.json'})")
@@ -168,7 +171,7 @@ def cmd_export(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
-    from fedsilo.sample import sample_run
+    from fedsilo.inference.sample import sample_run
 
     try:
         out = sample_run(args.run_dir, args.n, args.out, grade=args.grade, seed=args.seed, round_=args.round,
@@ -180,7 +183,7 @@ def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
-    from fedsilo.predict import predict_path
+    from fedsilo.inference.predict import predict_path
 
     summary = predict_path(args.run_dir, args.input, args.out, modality=args.modality, round_=args.round,
                            site=args.site, device=args.device)
@@ -192,13 +195,13 @@ def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
 
 def cmd_report(args: argparse.Namespace, tty: bool) -> int:
     from fedsilo.report import run_report, sweep_report
-    from fedsilo.runs import RunDirError
+    from fedsilo.run.folder import RunDirError
 
     path = Path(args.path)
     if (path / "sweep.json").is_file():
         out = sweep_report(path)
     elif (path / "config.toml").is_file():
-        from fedsilo.modelcard import write_model_card
+        from fedsilo.report.modelcard import write_model_card
 
         print(f"Model card: {write_model_card(path)}")
         out = run_report(path)
@@ -213,7 +216,7 @@ def cmd_compare(args: argparse.Namespace, tty: bool) -> int:
 
     out = args.out or f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
     if Path(out).exists():
-        from fedsilo.runs import RunDirError
+        from fedsilo.run.folder import RunDirError
 
         raise RunDirError(f"{out} exists; choose another --out")
     print(f"Comparison: {compare_report(args.runs, out)}")
@@ -240,7 +243,7 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
     if args.data_command == "inspect":
         out_png = Path(args.preview or f"inspect-{Path(args.path).stem.split('.')[0]}.png")
         if out_png.exists():
-            from fedsilo.runs import RunDirError
+            from fedsilo.run.folder import RunDirError
 
             raise RunDirError(f"{out_png} exists; choose another --preview")
         text, png = tools.inspect_path(args.path, out_png, args.modality, args.mapping)
@@ -297,7 +300,7 @@ def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
     from fedsilo import progress
     from fedsilo.config import load_config
     from fedsilo.deploy.run import deploy_run
-    from fedsilo.runner import write_report
+    from fedsilo.report import write_run_files
 
     if args.resume and (args.config or args.out):
         raise UsageError("fedsilo deploy run --resume takes only the run folder (its config is fixed)")
@@ -309,7 +312,7 @@ def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
     with progress.use(_reporter(tty)):
         run = deploy_run(cfg, args.superlink, ca, args.resume or args.out, resume=bool(args.resume),
                          timeout=args.timeout)
-    write_report(run)
+    write_run_files(run.path)
     _print_run_summary(run)
     return 0
 

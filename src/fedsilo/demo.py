@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedsilo.fileio import atomic_write_text
 from fedsilo.report.html import Section, esc, img_file, markdown_tables, page, table
-from fedsilo.runs import RunDir, RunDirError, atomic_write_text
+from fedsilo.run.folder import RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +58,14 @@ def _run(config: str, *sets: str, after: str = "") -> Callable[[Path], Path]:
 
     def run(out: Path) -> Path:
         from fedsilo.config import load_config
-        from fedsilo.runner import start_run
+        from fedsilo.report import write_run_files
+        from fedsilo.run.start import start_run
 
         overrides = list(sets)
         if after:
             overrides.append(f"gan.pretrained={out.parent / after}")
         start_run(load_config(CONFIGS / config, overrides), out)
+        write_run_files(out)
         return out
 
     return run
@@ -70,8 +73,8 @@ def _run(config: str, *sets: str, after: str = "") -> Callable[[Path], Path]:
 
 def _audit(target: str) -> Callable[[Path], Path]:
     def run(out: Path) -> Path:
-        from fedsilo.modelcard import write_model_card
-        from fedsilo.privacy.audit import run_audit
+        from fedsilo.audit.registry import run_audit
+        from fedsilo.report.modelcard import write_model_card
 
         run_dir = out.parent / target
         run_audit(run_dir, overrides=["audit.max_samples=200", "audit.gan_samples=400", "audit.latent_steps=60",
@@ -142,7 +145,7 @@ def _summary(folder: Path, tables: tuple[str, ...] = ()) -> str:
         rows = [[k, f"{v:.3f}" if isinstance(v, float) else str(v)] for k, v in s.items()]
         return table(["attack / measure", "value"], rows)
     if (folder / "config.toml").is_file():
-        from fedsilo.summary import headline_columns, scope_table
+        from fedsilo.report.summary import headline_columns, scope_table
         from fedsilo.tasks import make_task
 
         run = RunDir.open(folder)

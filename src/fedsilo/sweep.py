@@ -19,8 +19,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fedsilo.config import ConfigError, ExperimentConfig, load_config
-from fedsilo.runs import RunDir, RunDirError, atomic_write_text
-from fedsilo.summary import MetricTable, final_metrics, group_metrics, markdown_table, percent_of, pm, selected_metrics
+from fedsilo.fileio import atomic_write_text
+from fedsilo.report.summary import (
+    MetricTable,
+    final_metrics,
+    group_metrics,
+    markdown_table,
+    percent_of,
+    pm,
+    selected_metrics,
+)
+from fedsilo.run.folder import RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +100,8 @@ def plan(spec: SweepSpec, out: Path) -> list[SweepRun]:
 
 def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
     """Run (or continue) a sweep into ``out``; return the Markdown summary's path."""
-    from fedsilo.runner import resume_run, start_run
+    from fedsilo.report import write_run_files
+    from fedsilo.run.start import resume_run, start_run
 
     out = Path(out)
     runs = plan(spec, out)
@@ -115,11 +125,13 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
                 resume_run(r.path, spec.engine)
             else:
                 start_run(r.cfg, r.path, spec.engine)
+            write_run_files(r.path)
         if spec.audit and not (r.path / "audit.json").exists():
-            from fedsilo.privacy.audit import run_audit
+            from fedsilo.audit.registry import run_audit
 
             logger.info("Sweep run %d/%d: auditing %s", i, len(runs), r.path)
             run_audit(r.path)
+            write_run_files(r.path)  # the model card and report quote the measured leakage
     md = write_summary(runs, out)
     try:
         from fedsilo.report import sweep_report

@@ -1,22 +1,43 @@
-"""Pieces every task's local training shares: optimisers, the round's batches, FedProx.
+"""The one site-training loop every task uses.
 
-A round of local training at a site is ``train.local_steps`` optimiser steps when set, else
-``train.local_epochs`` passes over the site's training split; batch order is drawn from a
-generator seeded by (experiment seed, round, site), so it is the same on every engine and
-after a resume.
+A round of local training at a site (:func:`train_site`) is ``train.local_steps`` optimiser steps
+when set, else ``train.local_epochs`` passes over the site's training split. The loop owns
+everything tasks share, so it is written once:
+
+- **randomness**: one generator seeded by (experiment seed, round, site) draws the batch order
+  and then each batch's random choices, and torch's global generator (dropout) is seeded from
+  the same triple, so a round is the same on every engine and after a resume;
+- **batches**: shuffled batches, or Poisson batches under sample-level DP (every step is taken:
+  an empty batch is a noise-only step, which the accountant counts like any other);
+- **optimisers**: one per phase of the task's step (:class:`~fedsilo.tasks.base.Phase`), fresh
+  each round (FedAvg's local SGD), at the round's scheduled learning rate;
+- **FedProx** (Li et al., MLSys 2020): ``mu / 2 ||w - w_global||^2`` in each phase's loss, or,
+  under DP-SGD, its gradient added after the noise (post-processing);
+- **DP-SGD** (Abadi et al., CCS 2016; Opacus): the phase that reads data is clipped and noised,
+  the others run with per-sample gradients off (:mod:`fedsilo.privacy.dp`);
+- **progress** and the round's metrics (batch-size-weighted means of what the phases log).
+
+A task supplies only what a batch does (:meth:`~fedsilo.tasks.base.Task.local_steps`) and how
+it is evaluated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from fedsilo.config.schema import TrainSection
 from fedsilo.data.images import batches_per_epoch, iterate_batches
+from fedsilo.privacy.dp import PrivateTrainer, SiteDP
+from fedsilo.progress import current
+from fedsilo.seeding import derive_seed, seed_torch, torch_generator
+from fedsilo.tasks.base import LocalSteps, Phase, Task, TrainContext, TrainResult
 
 
 def round_lr(cfg: TrainSection, rnd: int, rounds: int, base: float | None = None) -> float:
@@ -33,19 +54,14 @@ def round_lr(cfg: TrainSection, rnd: int, rounds: int, base: float | None = None
     return final + (lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainSection, *, lr: float | None = None,
-                   betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
-    """The configured optimiser (fresh each round, as in FedAvg's local SGD) at learning rate ``lr``
-    (default ``cfg.lr``; pass :func:`round_lr` for the round's scheduled rate)."""
-    lr = cfg.lr if lr is None else lr
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainSection, lr: float) -> torch.optim.Optimizer:
+    """The configured optimiser (``train.optimizer``, fresh each round, as in FedAvg's local SGD)
+    at learning rate ``lr`` (:func:`round_lr` gives the round's scheduled rate)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    kwargs = {"lr": lr, "weight_decay": cfg.weight_decay}
-    if betas is not None:
-        kwargs["betas"] = betas
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, **kwargs)
-    return torch.optim.Adam(params, **kwargs)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def round_batches(n: int, cfg: TrainSection, generator: torch.Generator, batch_size: int | None = None,
@@ -111,3 +127,151 @@ def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextM
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+class SiteRound:
+    """One round of local training of ``model`` (in place) on a site's ``data``.
+
+    Built per round; :meth:`batches` yields the round's batch indices and :meth:`step` applies
+    the task's phases to one of them; :meth:`finish` returns the round's metrics (and closes
+    DP-SGD). :func:`train_site` is the whole loop; tests drive single steps.
+
+    Parameters
+    ----------
+    task
+        The task (its config and :meth:`~fedsilo.tasks.base.Task.local_steps`).
+    model
+        The model holding the global weights.
+    data
+        The site's training split (``len(data)`` samples, ``data.batch(idx, device)``).
+    ctx
+        Round, site, device, FedProx weight and the site's state (privacy accountant).
+
+    Raises
+    ------
+    PrivacyBudgetExhausted
+        When this round would take the site above ``privacy.max_epsilon`` (nothing is changed).
+    ValueError
+        When more than one phase reads data (DP-SGD can privatise only one).
+    """
+
+    def __init__(self, task: Task, model: nn.Module, data: Any, ctx: TrainContext) -> None:
+        cfg = task.cfg
+        seed = cfg.experiment.seed
+        self.n = len(data)
+        self.ctx = ctx
+        self.amp = cfg.experiment.amp
+        self.rounds = cfg.federation.rounds
+        self.train_cfg = cfg.train
+        self.generator = torch_generator(seed, "batches", ctx.round, ctx.site_index)
+        seed_torch(derive_seed(seed, "dropout", ctx.round, ctx.site_index), ctx.device)
+        model.to(ctx.device).train()
+        self.num_steps = num_round_batches(self.n, cfg.train)
+        self.dp = SiteDP.begin(cfg.privacy, n=self.n, batch_size=cfg.train.batch_size,
+                               steps_per_round=self.num_steps, rounds=self.rounds,
+                               site_state=ctx.site_state) if self.n else None
+        private_batch = self.dp.plan.batch_size if self.dp is not None else None
+        self.steps: LocalSteps = task.local_steps(
+            model, data, dataclasses.replace(ctx, generator=self.generator, private_batch_size=private_batch))
+        readers = [p for p in self.steps.phases if p.reads_data]
+        if len(readers) > 1:
+            raise ValueError(f"task {task.name!r} has {len(readers)} phases that read data; DP-SGD privatises one")
+        self.optimizers = [self._optimizer(p) for p in self.steps.phases]
+        self.anchors = [snapshot_params(p.module) if ctx.proximal_mu else None for p in self.steps.phases]
+        self.private: PrivateTrainer | None = None
+        if self.dp is not None and readers:
+            i = self.steps.phases.index(readers[0])
+            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
+            self.private = self.dp.make_private(readers[0].module, self.optimizers[i],
+                                                batch_generator=self.generator, noise_generator=noise)
+        self.totals: dict[str, float] = {}
+        self.count = 0
+
+    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        base = self.train_cfg.lr if phase.lr is None else phase.lr
+        lr = round_lr(self.train_cfg, self.ctx.round, self.rounds, base=base)
+        if phase.optimizer is not None:
+            return phase.optimizer(phase.module.parameters(), lr)
+        return make_optimizer(phase.module.parameters(), self.train_cfg, lr)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """The round's batch indices: Poisson batches under DP-SGD, else shuffled ones."""
+        if self.private is not None:
+            return self.private.batches()
+        return round_batches(self.n, self.train_cfg, self.generator)
+
+    def step(self, idx: torch.Tensor) -> None:
+        """Every phase's update(s) on the batch ``idx`` ``(B,)`` (B may be 0 under DP-SGD)."""
+        batch = self.steps.prepare(idx)
+        logged: dict[str, float | torch.Tensor] = {}
+        for phase, opt, anchor in zip(self.steps.phases, self.optimizers, self.anchors, strict=True):
+            for _ in range(phase.repeats):
+                if self.private is not None and phase.reads_data:
+                    logged.update(self._private_update(phase, batch, len(idx), anchor))
+                else:
+                    with self._no_grad_sample():
+                        logged.update(self._update(phase, opt, batch, anchor))
+        if len(idx):
+            for key, value in logged.items():
+                self.totals[key] = self.totals.get(key, 0.0) + float(value) * len(idx)
+            self.count += len(idx)
+
+    def _update(self, phase: Phase, opt: torch.optim.Optimizer, batch: Any,
+                anchor: Mapping[str, torch.Tensor] | None) -> dict[str, float | torch.Tensor]:
+        with autocast(self.amp, self.ctx.device):
+            loss, logged = phase.loss(phase.module, batch)
+        opt.zero_grad(set_to_none=True)
+        (loss + proximal_term(phase.module, anchor, self.ctx.proximal_mu)).backward()
+        opt.step()
+        return logged
+
+    def _private_update(self, phase: Phase, batch: Any, size: int,
+                        anchor: Mapping[str, torch.Tensor] | None) -> dict[str, float | torch.Tensor]:
+        private = self.private
+        assert private is not None
+        # FedProx's pull towards the global model is data-independent: added after the noise
+        prox = (lambda: add_proximal_grad(phase.module, anchor, self.ctx.proximal_mu)) if anchor else None
+        private.optimizer.zero_grad(set_to_none=True)
+        if not size and not phase.has_own_rows:
+            private.noise_step(prox)
+            return {}
+        with autocast(self.amp, self.ctx.device):
+            loss, logged = phase.loss(private.module, batch)
+        loss.backward()
+        private.step(prox)
+        return logged
+
+    def _no_grad_sample(self) -> contextlib.AbstractContextManager[None]:
+        return self.private.no_grad_sample() if self.private is not None else contextlib.nullcontext()
+
+    def finish(self) -> TrainResult:
+        """Close DP-SGD (the accountant goes back into the site state) and return the round's
+        batch-size-weighted mean of every logged value, plus the privacy spent."""
+        if self.private is not None:
+            self.private.close()
+        metrics = {k: v / max(self.count, 1) for k, v in self.totals.items()}
+        if self.dp is not None:
+            metrics.update(self.dp.finish())
+        return TrainResult(metrics, num_examples=self.n)
+
+
+def train_site(task: Task, model: nn.Module, data: Any, ctx: TrainContext) -> TrainResult:
+    """One round of local training of ``model`` (in place) on ``data`` (see :class:`SiteRound`)."""
+    round_ = SiteRound(task, model, data, ctx)
+    reporter = current()
+    reporter.site_started(ctx.site_name, round_.num_steps)
+    try:
+        for idx in round_.batches():
+            round_.step(idx)
+            reporter.batch_done(ctx.site_name)
+    except BaseException:
+        if round_.private is not None:
+            round_.private.close()
+        raise
+    reporter.site_finished(ctx.site_name)
+    return round_.finish()

@@ -13,7 +13,7 @@ old size and timestamp (``rsync -t``, ``touch -r``, coarse mtime on network file
 volumes, 42 MB: ~0.1 s) which is far cheaper than decoding and resampling them; ``"stat"`` is
 there for very large archives where even one read per run is too much.
 
-Writes are atomic (a temporary file in the same folder, then :func:`os.replace`), so an
+Writes are atomic (:func:`fedsilo.fileio.atomic_open`), so an
 interrupted run or two concurrent runs never leave a half-written entry.
 """
 
@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -32,6 +31,7 @@ import numpy as np
 
 from fedsilo.data.preprocess_volume import PreprocessSettings
 from fedsilo.data.sources.volume import CaseRef, Volume
+from fedsilo.fileio import atomic_open
 
 __all__ = ["CACHE_VERSION", "VolumeCache", "default_cache_dir", "fingerprint_files"]
 
@@ -149,14 +149,8 @@ class VolumeCache:
             arrays["labels"] = volume.labels
         if volume.affine is not None:
             arrays["affine"] = np.asarray(volume.affine)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path) as fh:
+            np.savez(fh, **arrays)
         return path
 
     def get_or_compute(self, case: CaseRef, settings: PreprocessSettings, compute: Callable[[], Volume]) -> Volume:

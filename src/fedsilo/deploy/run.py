@@ -22,7 +22,7 @@ from fedsilo.config import ExperimentConfig
 from fedsilo.deploy.certs import DeployError
 from fedsilo.deploy.checks import load_certificate, parse_address, tls_handshake
 from fedsilo.deploy.launch import CONNECTION, _exe, flower_env, write_connection
-from fedsilo.runs import RunDir, RunDirError
+from fedsilo.run.folder import RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ dependencies = []
 publisher = "fedsilo"
 
 [tool.flwr.app.components]
-serverapp = "fedsilo.federation.server_app:app"
+serverapp = "fedsilo.run.app:app"
 clientapp = "fedsilo.federation.client_app:app"
 
 [tool.flwr.app.config]

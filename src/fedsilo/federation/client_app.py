@@ -24,7 +24,7 @@ from flwr.clientapp import ClientApp
 
 from fedsilo.config import ExperimentConfig, config_from_toml_text
 from fedsilo.data.federated import SiteData
-from fedsilo.federation.attacks import NODE_CONFIG_KEY, poison
+from fedsilo.federation.client_dp import client_clipping_mod
 from fedsilo.federation.messages import (
     ARRAYS,
     CONFIG,
@@ -36,9 +36,10 @@ from fedsilo.federation.messages import (
     arrays_to_state,
     state_to_arrays,
 )
-from fedsilo.privacy.client_dp import client_clipping_mod
+from fedsilo.federation.poisoning import NODE_CONFIG_KEY, poison
 from fedsilo.seeding import resolve_device
 from fedsilo.tasks import Task, TrainContext, make_task
+from fedsilo.training import train_site
 
 logger = logging.getLogger(__name__)
 
@@ -154,11 +155,11 @@ def train(msg: Message, context: Context) -> Message:
     attack = str(context.node_config.get(NODE_CONFIG_KEY, ""))
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else None
     start = time.perf_counter()
-    result = job.task.train(model, job.site.train, ctx)
+    result = train_site(job.task, model, job.site.train, ctx)
     seconds = time.perf_counter() - start
     state = model.state_dict()
     if initial is not None:
-        # robustness studies only (benchmarks/poisoning.py): see federation/attacks.py
+        # robustness studies only (benchmarks/poisoning.py): see federation/poisoning.py
         state = poison(attack, state, initial)
     content = RecordDict({
         ARRAYS: state_to_arrays(state),

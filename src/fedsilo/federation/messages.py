@@ -22,9 +22,6 @@ CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
 SITE_STATE = "site-state"
-#: Site-state key a site sets (to a reason) when it must not train again, e.g. its privacy budget is
-#: spent; the server stops sampling it and ends the run cleanly when too few sites are left.
-SITE_DONE = "site-done"
 CONFIG_TOML = "fedsilo-config"
 NUM_EXAMPLES = "num-examples"
 QUERY_SITE_INFO = "query.site_info"

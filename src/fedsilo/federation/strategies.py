@@ -37,8 +37,10 @@ from flwr.serverapp.strategy import (
 )
 
 from fedsilo.config.schema import StrategySection
+from fedsilo.federation.client_dp import wrap_client_dp
 from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
 from fedsilo.federation.robust import CenteredClipping
+from fedsilo.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,40 @@ def build_strategy(cfg: StrategySection, num_sites: int) -> Strategy:
 def sites_per_round(num_sites: int, fraction: float, min_sites: int) -> int:
     """Sites sampled for training in a round: ``int(num_sites * fraction)``, at least ``min_sites``."""
     return min(num_sites, max(min_sites, int(num_sites * fraction)))
+
+
+def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
+    """The configured strategy, wrapped to keep state local where the mode, strategy or task asks,
+    or for client-level differential privacy (``privacy.mode = "client"``).
+
+    Parameters
+    ----------
+    task
+        The run's task (its config, and which arrays it keeps local to groups of sites).
+    norm_keys
+        State-dict keys of the model's normalisation layers (what FedBN keeps local).
+    """
+    cfg = task.cfg
+    fed = cfg.federation
+    base = build_strategy(fed.strategy, fed.num_sites)
+    client_dp = cfg.privacy.mode == "client" and cfg.privacy.active
+    if cfg.experiment.mode == "local":
+        if client_dp:
+            logger.warning("privacy.mode = 'client' is ignored in local mode (sites share nothing)")
+        return LocalStateStrategy(base, lambda key: True)
+    if fed.strategy.name == "fedbn" or fed.strategy.local_norm:
+        if not norm_keys:
+            logger.warning("Local normalisation requested but the model has no normalisation layers")
+        return LocalStateStrategy(base, norm_keys.__contains__)
+    rule = task.local_state()
+    if rule is not None:
+        if client_dp:
+            raise ValueError(f"task {task.name!r} keeps arrays local to groups of sites, which client-level DP "
+                             f"cannot noise; use privacy.mode = 'sample'")
+        return LocalStateStrategy(base, rule[0], owner=rule[2] if len(rule) > 2 else None)
+    if client_dp:
+        return wrap_client_dp(base, cfg, sites_per_round(fed.num_sites, fed.fraction_train, fed.min_sites))
+    return base
 
 
 class LocalStateStrategy(Strategy):

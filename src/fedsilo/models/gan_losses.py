@@ -8,10 +8,11 @@ studies such as FedGAN (Kamran et al., PLOS ONE 2025).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["discriminator_loss", "generator_loss"]
+__all__ = ["discriminator_loss", "discriminator_row_loss", "generator_loss"]
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, real_target: float = 1.0) -> Tensor:
@@ -40,6 +41,39 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, real_target: fl
     real = F.binary_cross_entropy_with_logits(real_logits, real_logits.new_full(real_logits.shape, real_target))
     fake = F.binary_cross_entropy_with_logits(fake_logits, fake_logits.new_zeros(fake_logits.shape))
     return real + fake
+
+
+def discriminator_row_loss(real_logits: Tensor, fake_logits: Tensor, real_target: float = 1.0) -> Tensor:
+    """The discriminator's BCE as one mean over all rows, real and fake together.
+
+    DP-SGD clips each row's gradient, and Opacus recovers a row's own gradient from a batch mean
+    by the number of rows; with :func:`discriminator_loss` (two separate means) a row's gradient
+    would be scaled by how many real images the Poisson batch holds, so one added image would
+    change every other row's contribution. Here each row's gradient is that of its own BCE term,
+    whatever else the batch holds (and an empty real part is allowed).
+
+    Parameters
+    ----------
+    real_logits
+        Logits on real images, shape ``(B,)`` (B may be 0).
+    fake_logits
+        Logits on generated images, shape ``(M,)``, M >= 1.
+    real_target
+        Target for real images (one-sided label smoothing below 1); fakes' target is 0.
+
+    Returns
+    -------
+    Tensor
+        Scalar ``(sum_i BCE(real_i, real_target) + sum_j BCE(fake_j, 0)) / (B + M)``.
+    """
+    if not 0.0 < real_target <= 1.0:
+        raise ValueError(f"real_target must be in (0, 1], got {real_target}")
+    if real_logits.dim() != 1 or fake_logits.dim() != 1 or not len(fake_logits):
+        raise ValueError(f"logits must have shape (B,) and (M,) with M >= 1, got {tuple(real_logits.shape)} and "
+                         f"{tuple(fake_logits.shape)}")
+    logits = torch.cat([real_logits, fake_logits])
+    targets = torch.cat([real_logits.new_full(real_logits.shape, real_target), fake_logits.new_zeros(fake_logits.shape)])
+    return F.binary_cross_entropy_with_logits(logits, targets)
 
 
 def generator_loss(fake_logits: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fedsilo.loop import StopTraining
+from fedsilo.rounds import StopTraining
 
 logger = logging.getLogger(__name__)
 

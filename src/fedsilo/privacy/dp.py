@@ -19,8 +19,8 @@ what federation needs around it:
 - **DP-compatible models** (:func:`make_dp_compatible`): BatchNorm -> GroupNorm and no in-place
   activations, applied in the model *definition* (``Task.build_model``) so the server and every
   site agree on the state-dict keys;
-- **GANs**: only the discriminator sees real images, so only it is made private
-  (:func:`private_discriminator_step`); the generator is trained from the private discriminator's
+- **GANs**: only the discriminator sees real images, so only it is made private (its training
+  phase; see :mod:`fedsilo.training`); the generator is trained from the private discriminator's
   outputs and is private by post-processing (Xie et al., "Differentially private GAN",
   arXiv:1802.06739; Torkzadehmahani et al., CVPR-W 2019).
 
@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from fedsilo.config.schema import PrivacySection
-from fedsilo.federation.messages import SITE_DONE
 from fedsilo.privacy.accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
+from fedsilo.rounds import SITE_DONE
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +239,14 @@ class PrivateTrainer:
                 extra_grad()
             self.optimizer.original_optimizer.step()
 
+    def noise_step(self, extra_grad: Callable[[], None] | None = None) -> None:
+        """The DP-SGD step of an empty Poisson batch: no sample, so the clipped sum is zero and
+        the update is the noise alone; composed into the accountant like any other step (which
+        counts every step, empty or not)."""
+        for p in self.optimizer.params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        self.step(extra_grad)
+
     @contextlib.contextmanager
     def no_grad_sample(self) -> Iterator[None]:
         """Forward/backward passes that must not record per-sample gradients (the generator step
@@ -265,14 +273,14 @@ class PrivateTrainer:
 class SiteDP:
     """Sample-level DP of one site for one round: plan, budget check, accountant in site state.
 
-    Typical use in a task's ``train`` (see :mod:`fedsilo.tasks.classification.task`)::
+    Typical use (the training loop, :mod:`fedsilo.training`, does this for every task)::
 
         dp = SiteDP.begin(cfg.privacy, n=len(data), batch_size=..., steps_per_round=...,
                           rounds=cfg.federation.rounds, site_state=ctx.site_state)
         if dp is not None:
             with dp.make_private(model, opt, batch_generator=g1, noise_generator=g2) as pt:
                 for idx in pt.batches():
-                    ...; loss.backward(); pt.step()
+                    ...; loss.backward(); pt.step()   # pt.noise_step() for an empty batch
             metrics.update(dp.finish())
     """
 
@@ -333,57 +341,10 @@ class SiteDP:
         return {"train_epsilon": eps, "train_delta": plan.delta, "train_noise_multiplier": plan.noise_multiplier}
 
 
-def private_discriminator_step(trainer: PrivateTrainer, real: torch.Tensor, fake: torch.Tensor,
-                               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                               real_labels: torch.Tensor | None = None,
-                               fake_labels: torch.Tensor | None = None) -> torch.Tensor:
-    """One DP-SGD step of a GAN discriminator on a Poisson batch of real images and fakes.
-
-    Real and (detached) fake images go through the private discriminator in *one* forward pass,
-    so each real image contributes one clipped per-sample gradient (sensitivity C); the fakes'
-    per-sample gradients are clipped too but depend on real data only through the (already
-    private) generator. The generator's own step must run inside
-    :meth:`PrivateTrainer.no_grad_sample`.
-
-    Parameters
-    ----------
-    trainer
-        The discriminator made private (``SiteDP.make_private(D, opt_D, ...)``).
-    real, fake
-        ``(B, C, H, W)`` and ``(B', C, H, W)`` images (B may be 0 for an empty Poisson batch).
-    loss_fn
-        ``loss_fn(real_logits (B,), fake_logits (B',))``, e.g.
-        :func:`fedsilo.models.gan_losses.discriminator_loss`.
-    real_labels, fake_labels
-        Class labels for a conditional discriminator, else None.
-
-    Returns
-    -------
-    Tensor
-        The discriminator loss (detached).
-    """
-    if real.shape[1:] != fake.shape[1:]:
-        raise ValueError(f"real and fake images must have the same (C, H, W), got {tuple(real.shape[1:])} "
-                         f"and {tuple(fake.shape[1:])}")
-    trainer.optimizer.zero_grad(set_to_none=True)
-    x = torch.cat([real, fake.detach()])
-    labels = None
-    if real_labels is not None or fake_labels is not None:
-        if real_labels is None or fake_labels is None:
-            raise ValueError("real_labels and fake_labels must be given together (conditional discriminator)")
-        labels = torch.cat([real_labels, fake_labels])
-    logits = trainer.module(x) if labels is None else trainer.module(x, labels)
-    loss = loss_fn(logits[: len(real)], logits[len(real):])
-    loss.backward()
-    trainer.step()
-    return loss.detach()
-
-
 __all__ = [
     "PrivateTrainer",
     "SampleDPPlan",
     "SiteDP",
     "make_dp_compatible",
     "plan_sample_dp",
-    "private_discriminator_step",
 ]

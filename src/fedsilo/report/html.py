@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedsilo.fileio import atomic_write_text
 from fedsilo.report import plots
 from fedsilo.report.glossary import definitions
-from fedsilo.runs import RunDir, atomic_write_text
-from fedsilo.summary import final_rows, fmt, headline_columns, scope_table
+from fedsilo.report.summary import final_rows, fmt, headline_columns, scope_table
+from fedsilo.run.folder import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def _sweep_bars(sweep_dir: Path) -> str:
     """Bar charts (mean ± std over seeds) of the test metrics in summary.csv, grid point x mode."""
     import csv
 
-    from fedsilo.summary import mean_std
+    from fedsilo.report.summary import mean_std
 
     path = sweep_dir / "summary.csv"
     if not path.is_file():
@@ -280,7 +281,7 @@ def _privacy_utility(sweep_dir: Path) -> str:
     """Quality and the strongest attack's AUC over ``privacy.epsilon`` when the sweep varied it."""
     import csv
 
-    from fedsilo.summary import mean_std
+    from fedsilo.report.summary import mean_std
 
     path = sweep_dir / "summary.csv"
     spec = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
@@ -321,7 +322,7 @@ def _privacy_utility(sweep_dir: Path) -> str:
 
 def compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Side-by-side final metrics and overlaid curves of several runs, written to ``out`` (HTML)."""
-    from fedsilo.summary import final_metrics
+    from fedsilo.report.summary import final_metrics
     from fedsilo.tasks import make_task
 
     runs = [RunDir.open(p) for p in run_dirs]

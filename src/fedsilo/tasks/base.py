@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,8 +18,8 @@ from torch import nn
 
 from fedsilo.config import ExperimentConfig
 from fedsilo.data.federated import FederatedData, SiteData
+from fedsilo.report.summary import MetricTable
 from fedsilo.seeding import derive_seed
-from fedsilo.summary import MetricTable
 
 #: What :meth:`Task.local_state` returns: ``(is_local, group_by)`` or ``(is_local, group_by, owner)``.
 LocalStateRule = (tuple[Callable[[str], bool], str]
@@ -45,8 +45,15 @@ class TrainContext:
     config
         Further per-round settings sent by the strategy (e.g. DP clipping), read-only.
     site_state
-        Site-level state the server keeps between rounds (e.g. a privacy accountant); the task
-        may update it in place.
+        Site-level state the server keeps between rounds (e.g. a privacy accountant); the
+        training loop may update it in place.
+    generator
+        Set by the training loop: the round's seeded generator, which draws the batch order
+        and then each batch's random choices (flips, a GAN's latent codes), in that order.
+    private_batch_size
+        Set by the training loop under sample-level DP: DP-SGD's expected batch size (the
+        average's denominator), which a task uses for anything it adds per step that must not
+        depend on the real batch (a GAN's number of fakes); None without sample-level DP.
     """
 
     round: int
@@ -56,6 +63,68 @@ class TrainContext:
     proximal_mu: float = 0.0
     config: Mapping[str, Any] = field(default_factory=dict)
     site_state: dict[str, Any] = field(default_factory=dict)
+    generator: torch.Generator | None = None
+    private_batch_size: int | None = None
+
+
+#: What a phase's loss returns: the loss to minimise and the values to log for this batch
+#: (each averaged over the round, weighted by the batch size).
+StepLoss = tuple[torch.Tensor, dict[str, float | torch.Tensor]]
+
+
+@dataclass
+class Phase:
+    """One optimiser update per batch of local training (see :mod:`fedsilo.training`).
+
+    Attributes
+    ----------
+    module
+        The parameters this phase's optimiser updates (the model, or a GAN's discriminator or
+        generator).
+    loss
+        ``loss(module, batch) -> (loss, logged)``: ``module`` is :attr:`module` as the loop runs
+        it (under DP-SGD, Opacus' per-sample-gradient wrapper), ``batch`` what
+        :attr:`LocalSteps.prepare` made of the batch indices.
+    lr
+        Base learning rate (scheduled over rounds by the loop); None = ``train.lr``.
+    optimizer
+        ``optimizer(params, lr)``; None = the configured ``train.optimizer``.
+    reads_data
+        Whether the loss reads the site's data. DP-SGD privatises exactly such a phase (at most
+        one per task); the others run with per-sample gradients switched off and must be
+        functions of the private phase's outputs only (post-processing).
+    repeats
+        Updates per batch (e.g. a GAN's discriminator steps per generator step).
+    has_own_rows
+        The loss adds rows of its own that do not come from the data (a GAN's fakes): under
+        DP-SGD it runs even on an empty Poisson batch. Otherwise an empty batch is a noise-only
+        step taken by the loop.
+    """
+
+    module: nn.Module
+    loss: Callable[[nn.Module, Any], StepLoss]
+    lr: float | None = None
+    optimizer: Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer] | None = None
+    reads_data: bool = True
+    repeats: int = 1
+    has_own_rows: bool = False
+
+
+@dataclass
+class LocalSteps:
+    """What a task does with each batch of a round of local training.
+
+    Attributes
+    ----------
+    prepare
+        Batch indices ``(B,)`` into the site's data -> what the phases read (tensors on the
+        training device). Called once per batch, before the phases; under DP-SGD B may be 0.
+    phases
+        The updates each batch makes, in order.
+    """
+
+    prepare: Callable[[torch.Tensor], Any]
+    phases: list[Phase]
 
 
 @dataclass
@@ -136,8 +205,23 @@ class Task(ABC):
 
         return make_dp_compatible(model, f"{self.name} model")
 
-    def initial_state(self) -> dict[str, torch.Tensor]:
-        """Initial global weights; tasks that load pre-trained weights override this."""
+    #: Config key naming a finished run whose weights start this one (see :attr:`pretrained_run`).
+    pretrained_key: ClassVar[str] = ""
+
+    @property
+    def pretrained_run(self) -> str:
+        """A finished run folder whose final weights initialise this run ('' = none).
+
+        The run layer loads it (:func:`fedsilo.run.load.initial_weights`) and passes its weights
+        to :meth:`initial_state`.
+        """
+        return ""
+
+    def initial_state(self, pretrained: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Initial global weights: the model's initialisation, or ``pretrained`` (a finished run's
+        final global weights) adapted to this model (tasks that support it override this)."""
+        if pretrained is not None:
+            raise ValueError(f"task {self.name!r} does not start from pre-trained weights")
         return self.build_model().state_dict()
 
     # -- data ----------------------------------------------------------------------------------
@@ -164,8 +248,10 @@ class Task(ABC):
     # -- learning ------------------------------------------------------------------------------
 
     @abstractmethod
-    def train(self, model: nn.Module, data: Any, ctx: TrainContext) -> TrainResult:
-        """One round of local training of ``model`` (in place) on ``data``."""
+    def local_steps(self, model: nn.Module, data: Any, ctx: TrainContext) -> LocalSteps:
+        """How ``model`` learns from a batch of ``data`` in this round (the training loop of
+        :mod:`fedsilo.training` draws the batches, builds the optimisers, applies FedProx and
+        DP-SGD, and calls these steps)."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Any, device: torch.device) -> dict[str, float]:

@@ -10,21 +10,9 @@ from fedsilo.data.federated import FederatedData, SiteData
 from fedsilo.data.fundus import GRADE_NAMES, NUM_GRADES, federated_fundus, fundus_site_from_path
 from fedsilo.data.images import ImageDataset, iterate_batches
 from fedsilo.models.classifier import GradeCNN
-from fedsilo.privacy.dp import SiteDP
-from fedsilo.progress import current
-from fedsilo.seeding import derive_seed, seed_torch, torch_generator
-from fedsilo.tasks.base import InferenceSpec, Task, TrainContext, TrainResult, evaluating
+from fedsilo.seeding import derive_seed
+from fedsilo.tasks.base import InferenceSpec, LocalSteps, Phase, StepLoss, Task, TrainContext, evaluating
 from fedsilo.tasks.classification.metrics import grading_metrics
-from fedsilo.training import (
-    add_proximal_grad,
-    autocast,
-    make_optimizer,
-    num_round_batches,
-    proximal_term,
-    round_batches,
-    round_lr,
-    snapshot_params,
-)
 
 
 class ClassificationTask(Task):
@@ -51,59 +39,23 @@ class ClassificationTask(Task):
     def pooled_train(self) -> ImageDataset:
         return ImageDataset.concat([s.train for s in self.federated_data().sites])
 
-    def train(self, model: nn.Module, data: ImageDataset, ctx: TrainContext) -> TrainResult:
-        seed = self.cfg.experiment.seed
-        gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
-        seed_torch(derive_seed(seed, "dropout", ctx.round, ctx.site_index), ctx.device)
-        model.to(ctx.device).train()
-        opt = make_optimizer(model.parameters(), self.cfg.train,
-                             lr=round_lr(self.cfg.train, ctx.round, self.cfg.federation.rounds))
-        anchor = snapshot_params(model) if ctx.proximal_mu else None
-        steps = num_round_batches(len(data), self.cfg.train)
-        dp = SiteDP.begin(self.cfg.privacy, n=len(data), batch_size=self.cfg.train.batch_size,
-                          steps_per_round=steps, rounds=self.cfg.federation.rounds,
-                          site_state=ctx.site_state) if len(data) else None
-        reporter = current()
-        site = ctx.site_name
-        reporter.site_started(site, steps)
-        total, count = 0.0, 0
-        if dp is None:
-            for idx in round_batches(len(data), self.cfg.train, gen):
-                with autocast(self.cfg.experiment.amp, ctx.device):
-                    loss = self._loss(model, data, idx, ctx.device, gen)
-                opt.zero_grad(set_to_none=True)
-                (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
-                reporter.batch_done(site)
-        else:
-            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
-            with dp.make_private(model, opt, batch_generator=gen, noise_generator=noise) as private:
-                # FedProx's pull towards the global model is data-independent: added after the noise
-                prox = (lambda: add_proximal_grad(model, anchor, ctx.proximal_mu)) if anchor else None
-                for idx in private.batches():
-                    opt_loss = self._loss(private.module, data, idx, ctx.device, gen)
-                    private.optimizer.zero_grad(set_to_none=True)
-                    opt_loss.backward()
-                    private.step(prox)
-                    if len(idx):
-                        total += float(opt_loss.detach()) * len(idx)
-                        count += len(idx)
-                    reporter.batch_done(site)
-        reporter.site_finished(site)
-        metrics = {"train_loss": total / max(count, 1)}
-        if dp is not None:
-            metrics.update(dp.finish())
-        return TrainResult(metrics, num_examples=len(data))
+    def local_steps(self, model: nn.Module, data: ImageDataset, ctx: TrainContext) -> LocalSteps:
+        """Cross-entropy on each batch, with random horizontal flips (``classifier.hflip``)."""
+        gen, device, hflip = ctx.generator, ctx.device, self.cfg.classifier.hflip
 
-    def _loss(self, model: nn.Module, data: ImageDataset, idx: torch.Tensor, device: torch.device,
-              gen: torch.Generator) -> torch.Tensor:
-        x, y = data.batch(idx, device)
-        if self.cfg.classifier.hflip:
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
-        return F.cross_entropy(model(x), y)
+        def prepare(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = data.batch(idx, device)
+            if hflip:
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+            return x, y
+
+        def loss(module: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepLoss:
+            x, y = batch
+            value = F.cross_entropy(module(x), y)
+            return value, {"train_loss": value}
+
+        return LocalSteps(prepare, [Phase(model, loss)])
 
     def evaluate(self, model: nn.Module, data: ImageDataset, device: torch.device) -> dict[str, float]:
         return self._metrics(model, data, device, ci=True)

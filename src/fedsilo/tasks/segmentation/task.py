@@ -34,11 +34,8 @@ from fedsilo.data.federated import FederatedData, SiteData
 from fedsilo.data.labels import NUM_CLASSES, ORGANS
 from fedsilo.models.dsbn import norm_key_domains
 from fedsilo.models.unet import DEFAULT_DOMAINS, build_unet
-from fedsilo.privacy.dp import SiteDP
-from fedsilo.progress import current
-from fedsilo.seeding import derive_seed, torch_generator
-from fedsilo.summary import MetricTable
-from fedsilo.tasks.base import InferenceSpec, LocalStateRule, Task, TrainContext, TrainResult
+from fedsilo.report.summary import MetricTable
+from fedsilo.tasks.base import InferenceSpec, LocalStateRule, LocalSteps, Phase, StepLoss, Task, TrainContext
 from fedsilo.tasks.segmentation.evaluation import (
     FAMILIES,
     forward_by_domain,
@@ -52,16 +49,6 @@ from fedsilo.tasks.segmentation.losses import masked_dice_ce
 from fedsilo.tasks.segmentation.methods import Method, make_augmentation, resolve_method
 from fedsilo.tasks.segmentation.metrics import nanmean_per_class
 from fedsilo.tasks.segmentation.overlays import pick_slices, save_overlay
-from fedsilo.training import (
-    add_proximal_grad,
-    autocast,
-    make_optimizer,
-    num_round_batches,
-    proximal_term,
-    round_batches,
-    round_lr,
-    snapshot_params,
-)
 
 __all__ = ["SegmentationTask"]
 
@@ -139,66 +126,27 @@ class SegmentationTask(Task):
         seg = self._loss(forward_by_domain(model, augment(x), mods, dsbn), y, mask)
         return seg, seg, None
 
-    def train(self, model: nn.Module, data: SliceDataset, ctx: TrainContext) -> TrainResult:
-        cfg = self.cfg
-        seed = cfg.experiment.seed
+    def local_steps(self, model: nn.Module, data: SliceDataset, ctx: TrainContext) -> LocalSteps:
+        """The masked Dice + cross-entropy of each augmented batch (and GIN+IPA's consistency term).
+
+        Raises
+        ------
+        ValueError
+            When the site's training data carry no label maps.
+        """
         if data.labels is None:
             raise ValueError(f"site {ctx.site_name!r}: training data must be labelled")
-        gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
-        torch.manual_seed(derive_seed(seed, "dropout", ctx.round, ctx.site_index))
-        augment = make_augmentation(cfg, ctx.round, ctx.site_index)
-        model.to(ctx.device).train()
-        opt = make_optimizer(model.parameters(), cfg.train, lr=round_lr(cfg.train, ctx.round, cfg.federation.rounds))
-        anchor = snapshot_params(model) if ctx.proximal_mu else None
-        reporter = current()
-        reporter.site_started(ctx.site_name, num_round_batches(len(data), cfg.train))
-        totals = {"train_loss": 0.0, "train_consistency": 0.0}
-        count = 0
-        steps = num_round_batches(len(data), cfg.train)
-        dp = SiteDP.begin(cfg.privacy, n=len(data), batch_size=cfg.train.batch_size, steps_per_round=steps,
-                          rounds=cfg.federation.rounds, site_state=ctx.site_state) if len(data) else None
+        augment = make_augmentation(self.cfg, ctx.round, ctx.site_index)
 
-        def step(net: nn.Module, idx: torch.Tensor, apply: Any) -> None:
-            nonlocal count
+        def prepare(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
             x, y, mask = data.batch(idx, ctx.device)
-            with autocast(cfg.experiment.amp, ctx.device):
-                loss, seg, cons = self._step_loss(net, augment, x, y, mask, data.modalities[idx.numpy()])
-            apply(loss)
-            if cons is not None:
-                totals["train_consistency"] += float(cons.detach()) * len(idx)
-            totals["train_loss"] += float(seg.detach()) * len(idx)
-            count += len(idx)
+            return x, y, mask, data.modalities[idx.numpy()]
 
-        if dp is None:
-            def apply(loss: torch.Tensor) -> None:
-                opt.zero_grad(set_to_none=True)
-                (loss + proximal_term(model, anchor, ctx.proximal_mu)).backward()
-                opt.step()
+        def loss(module: nn.Module, batch: Any) -> StepLoss:
+            total, seg, cons = self._step_loss(module, augment, *batch)
+            return total, {"train_loss": seg, **({"train_consistency": cons} if cons is not None else {})}
 
-            for idx in round_batches(len(data), cfg.train, gen):
-                step(model, idx, apply)
-                reporter.batch_done(ctx.site_name)
-        else:
-            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
-            with dp.make_private(model, opt, batch_generator=gen, noise_generator=noise) as private:
-                prox = (lambda: add_proximal_grad(model, anchor, ctx.proximal_mu)) if anchor else None
-
-                def apply_private(loss: torch.Tensor) -> None:
-                    private.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    private.step(prox)
-
-                for idx in private.batches():
-                    if len(idx):  # a Poisson batch may be empty: nothing to learn, no privacy spent on it
-                        step(private.module, idx, apply_private)
-                    reporter.batch_done(ctx.site_name)
-        reporter.site_finished(ctx.site_name)
-        metrics = {"train_loss": totals["train_loss"] / max(count, 1)}
-        if augment.n_views == 2:
-            metrics["train_consistency"] = totals["train_consistency"] / max(count, 1)
-        if dp is not None:
-            metrics.update(dp.finish())
-        return TrainResult(metrics, num_examples=len(data))
+        return LocalSteps(prepare, [Phase(model, loss)])
 
     # -- evaluation ----------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ import torch
 
 from fedsilo.data.cache import default_cache_dir
 from fedsilo.data.images import iterate_batches
+from fedsilo.fileio import atomic_torch_save
 from fedsilo.models.classifier import GradeCNN
-from fedsilo.runs import atomic_torch_save
 from fedsilo.seeding import derive_seed
 from fedsilo.tasks.classification.metrics import grading_metrics
 from fedsilo.tasks.synthesis.data import GanImages, all_images, content_hash

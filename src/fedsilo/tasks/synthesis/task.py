@@ -16,6 +16,7 @@ Evaluation (server side, every ``federation.eval_every`` rounds and at the end) 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +28,18 @@ from fedsilo.data.federated import FederatedData, SiteData
 from fedsilo.data.fundus import GRADE_NAMES, federated_fundus
 from fedsilo.data.images import ImageDataset
 from fedsilo.models.classifier import GradeCNN
-from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator, sample_latent
+from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fedsilo.models.dcgan_transfer import adapt_state_dict
-from fedsilo.models.gan_losses import discriminator_loss, generator_loss
-from fedsilo.privacy.dp import SiteDP, private_discriminator_step
-from fedsilo.progress import current
-from fedsilo.runs import RunDir, RunDirError
+from fedsilo.models.gan_losses import discriminator_row_loss, generator_loss
 from fedsilo.seeding import derive_seed, torch_generator
-from fedsilo.tasks.base import InferenceSpec, Task, TrainContext, TrainResult
+from fedsilo.tasks.base import InferenceSpec, LocalSteps, Phase, StepLoss, Task, TrainContext
 from fedsilo.tasks.synthesis.data import GanImages, SliceImages, all_images
 from fedsilo.tasks.synthesis.evaluation import discriminator_view, generate, generator_metrics
 from fedsilo.tasks.synthesis.grids import save_grid_png
 from fedsilo.tasks.synthesis.manifold import nearest_neighbours
 from fedsilo.tasks.synthesis.model import GANPair, Generate
 from fedsilo.tasks.synthesis.references import NUM_GRADES, References, reference_networks
-from fedsilo.tasks.synthesis.training import adam, fake_labels, gan_step
-from fedsilo.training import autocast, num_round_batches, proximal_term, round_batches, round_lr, snapshot_params
+from fedsilo.tasks.synthesis.training import PrivateFakes, adam, discriminator_step_loss, generator_step_loss
 
 __all__ = ["SynthesisTask"]
 
@@ -101,35 +98,38 @@ class SynthesisTask(Task):
         model.discriminator = make_dp_compatible(model.discriminator, "GAN discriminator")
         return model
 
-    def initial_state(self) -> dict[str, torch.Tensor]:
-        """DCGAN initialisation, or the pre-trained run's networks adapted to this run's images."""
+    pretrained_key = "gan.pretrained"
+
+    @property
+    def pretrained_run(self) -> str:
+        """``gan.pretrained``: a finished synthesis run (e.g. CT pre-training) to start from."""
+        return self.cfg.gan.pretrained
+
+    def initial_state(self, pretrained: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """DCGAN initialisation, or a pre-trained run's networks adapted to this run's images
+        (:func:`~fedsilo.models.dcgan_transfer.adapt_state_dict`: channels and resolution).
+
+        Raises
+        ------
+        ValueError
+            When ``pretrained`` holds no generator or no discriminator.
+        """
         model = self.build_model()
-        path = self.cfg.gan.pretrained
-        if not path:
+        if pretrained is None:
             return model.state_dict()
-        src = self.pretrained_state(path)
         for part in ("generator", "discriminator"):
             prefix = f"{part}."
-            sub = {k[len(prefix):]: v for k, v in src.items() if k.startswith(prefix)}
+            sub = {k[len(prefix):]: v for k, v in pretrained.items() if k.startswith(prefix)}
             if not sub:
-                raise RunDirError(f"gan.pretrained = {path!r} holds no {part} (is it a synthesis run?)")
+                raise ValueError(f"{self.pretrained_key} = {self.pretrained_run!r} holds no {part}")
             state, summary = adapt_state_dict(sub, getattr(model, part))
             getattr(model, part).load_state_dict(state, strict=True)
-            logger.info("Pre-trained %s from %s: %d copied, %d adapted, %d skipped, %d missing", part, path,
-                        len(summary.copied), len(summary.adapted), len(summary.skipped), len(summary.missing))
+            logger.info("Pre-trained %s from %s: %d copied, %d adapted, %d skipped, %d missing", part,
+                        self.pretrained_run, len(summary.copied), len(summary.adapted), len(summary.skipped),
+                        len(summary.missing))
             for line in summary.lines():
                 logger.debug("%s: %s", part, line)
         return model.state_dict()
-
-    @staticmethod
-    def pretrained_state(path: str) -> dict[str, torch.Tensor]:
-        """The final global state of a finished synthesis run folder."""
-        run = RunDir.open(path)
-        if run.cfg.experiment.task != "synthesis":
-            raise RunDirError(f"gan.pretrained = {path!r} is a {run.cfg.experiment.task} run, not a synthesis run")
-        if not run.final_path.exists():
-            raise RunDirError(f"gan.pretrained = {path!r} has not finished (no final.pt)")
-        return torch.load(run.final_path, map_location="cpu", weights_only=False)["model"]
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -158,76 +158,59 @@ class SynthesisTask(Task):
 
     # -- learning ------------------------------------------------------------------------------
 
-    def train(self, model: nn.Module, data: GanImages, ctx: TrainContext) -> TrainResult:
-        cfg, g = self.cfg, self.cfg.gan
-        seed = cfg.experiment.seed
-        gen = torch_generator(seed, "batches", ctx.round, ctx.site_index)
-        model.to(ctx.device).train()
-        rounds = cfg.federation.rounds
-        opt_d = adam(model.discriminator.parameters(), round_lr(cfg.train, ctx.round, rounds, base=g.lr_d), g.beta1)
-        opt_g = adam(model.generator.parameters(), round_lr(cfg.train, ctx.round, rounds, base=g.lr_g), g.beta1)
-        anchor = snapshot_params(model) if ctx.proximal_mu else None
-        steps = num_round_batches(len(data), cfg.train)
-        dp = SiteDP.begin(cfg.privacy, n=len(data), batch_size=cfg.train.batch_size, steps_per_round=steps,
-                          rounds=rounds, site_state=ctx.site_state) if len(data) else None
-        reporter = current()
-        reporter.site_started(ctx.site_name, steps)
-        d_total = g_total = 0.0
-        count = 0
-        if dp is None:
-            mu = ctx.proximal_mu
-            for idx in round_batches(len(data), cfg.train, gen):
-                real, labels = data.batch(idx, ctx.device)
-                with autocast(cfg.experiment.amp, ctx.device):
-                    d_loss, g_loss = gan_step(
-                        model, real, labels, opt_d, opt_g, conditional=g.conditional,
-                        real_target=1.0 - g.label_smoothing, d_steps=g.d_steps, gen=gen,
-                        extra_d=lambda: proximal_term(model.discriminator, _sub(anchor, "discriminator."), mu),
-                        extra_g=lambda: proximal_term(model.generator, _sub(anchor, "generator."), mu))
-                d_total, g_total, count = d_total + d_loss * len(idx), g_total + g_loss * len(idx), count + len(idx)
-                reporter.batch_done(ctx.site_name)
-        else:
-            d_total, g_total, count = self._train_private(model, data, ctx, dp, opt_d, opt_g, gen)
-        reporter.site_finished(ctx.site_name)
-        metrics = {"train_d_loss": d_total / max(count, 1), "train_g_loss": g_total / max(count, 1)}
-        if dp is not None:
-            metrics.update(dp.finish())
-        return TrainResult(metrics, num_examples=len(data))
+    def local_steps(self, model: nn.Module, data: GanImages, ctx: TrainContext) -> LocalSteps:
+        """A discriminator phase (``gan.d_steps`` updates, the only one that reads images) and a
+        generator phase per batch, each with DCGAN's Adam at its own learning rate.
 
-    def _train_private(self, model: GANPair, data: GanImages, ctx: TrainContext, dp: SiteDP,
-                       opt_d: torch.optim.Optimizer, opt_g: torch.optim.Optimizer,
-                       gen: torch.Generator) -> tuple[float, float, int]:
-        """DP-SGD on the discriminator (Poisson batches, clipping, noise); the generator learns only
-        through the private discriminator (no per-sample gradients recorded for its step)."""
+        Under sample-level DP every step draws a fixed number of fakes (DP-SGD's expected batch
+        size) with grades from a uniform prior, from a generator of their own: nothing the
+        generator does depends on the real batch, one added image adds one clipped row to the
+        discriminator's sum (sensitivity C), and the generator is private by post-processing
+        (Xie et al., arXiv:1802.06739).
+        """
         g = self.cfg.gan
+        device, gen, cond = ctx.device, ctx.generator, g.conditional
         real_target = 1.0 - g.label_smoothing
-        noise = torch_generator(self.cfg.experiment.seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
-        d_total = g_total = 0.0
-        count = 0
-        with dp.make_private(model.discriminator, opt_d, batch_generator=gen, noise_generator=noise) as private:
-            for idx in private.batches():
-                real, labels = data.batch(idx, ctx.device)
-                b = max(len(idx), 1)
-                y_fake = fake_labels(labels, g.conditional, gen) if len(idx) else None
-                if g.conditional and y_fake is None:
-                    y_fake = torch.randint(0, NUM_GRADES, (b,), generator=gen).to(ctx.device)
-                with torch.no_grad():
-                    fake = model.generator(sample_latent(b, g.latent_dim, gen, ctx.device), y_fake)
-                d_loss = private_discriminator_step(
-                    private, real, fake, lambda r, f: discriminator_loss(r, f, real_target),
-                    real_labels=labels if g.conditional else None, fake_labels=y_fake)
-                with private.no_grad_sample():
-                    fake = model.generator(sample_latent(b, g.latent_dim, gen, ctx.device), y_fake)
-                    logits = private.module(fake) if y_fake is None else private.module(fake, y_fake)
-                    g_loss = generator_loss(logits.reshape(-1))
-                    opt_g.zero_grad(set_to_none=True)
-                    g_loss.backward()
-                    opt_g.step()
-                    private.optimizer.zero_grad(set_to_none=True)
-                d_total, g_total = d_total + float(d_loss) * len(idx), g_total + float(g_loss.detach()) * len(idx)
-                count += len(idx)
-                current().batch_done(ctx.site_name)
-        return d_total, g_total, count
+
+        def adam_for(lr: float) -> Any:
+            return lambda params, scheduled: adam(params, scheduled, g.beta1)
+
+        def prepare(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return data.batch(idx, device)
+
+        if ctx.private_batch_size is None:
+            def d_loss(module: nn.Module, batch: Any) -> StepLoss:
+                loss = discriminator_step_loss(model, module, *batch, conditional=cond, real_target=real_target,
+                                               gen=gen)
+                return loss, {"train_d_loss": loss}
+
+            def g_loss(module: nn.Module, batch: Any) -> StepLoss:
+                loss = generator_step_loss(model, module, batch[1], conditional=cond, gen=gen)
+                return loss, {"train_g_loss": loss}
+        else:
+            fakes = PrivateFakes(model, ctx.private_batch_size, cond,
+                                 torch_generator(self.cfg.experiment.seed, "dp-fakes", ctx.round, ctx.site_index),
+                                 device)
+
+            def d_loss(module: nn.Module, batch: Any) -> StepLoss:
+                real, labels = batch
+                fake, y_fake = fakes.draw(grad=False)
+                x = torch.cat([real, fake])
+                logits = module(x, torch.cat([labels, y_fake])) if cond else module(x)
+                loss = discriminator_row_loss(logits[: len(real)], logits[len(real):], real_target)
+                return loss, {"train_d_loss": loss}
+
+            def g_loss(module: nn.Module, batch: Any) -> StepLoss:
+                fake, y_fake = fakes.draw(grad=True)
+                d = model.discriminator
+                loss = generator_loss(d(fake, y_fake) if cond else d(fake))
+                return loss, {"train_g_loss": loss}
+
+        return LocalSteps(prepare, [
+            Phase(model.discriminator, d_loss, lr=g.lr_d, optimizer=adam_for(g.lr_d), repeats=g.d_steps,
+                  has_own_rows=True),
+            Phase(model.generator, g_loss, lr=g.lr_g, optimizer=adam_for(g.lr_g), reads_data=False),
+        ])
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -358,10 +341,3 @@ def _scale(images: torch.Tensor) -> int:
     """Enlargement of sample grids: small images (28-32 px) x3, 64 px x2, larger ones as they are."""
     side = images.shape[-1]
     return 3 if side <= 32 else 2 if side <= 64 else 1
-
-
-def _sub(state: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor] | None:
-    """The entries of a state snapshot under ``prefix``, without it (None stays None)."""
-    if state is None:
-        return None
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

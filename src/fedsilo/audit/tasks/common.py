@@ -1,0 +1,104 @@
+"""Audit pieces any task can reuse: reference models trained by the task itself, the membership
+audit (loss, LiRA, RMIA) of a pool of members and non-members, and the gradient-inversion audit."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from fedsilo.audit.attacks.gradient_inversion import InversionTrial, attack_batch, inversion_grid
+from fedsilo.audit.attacks.mia import LossFn, calibrated_attacks
+from fedsilo.audit.registry import AuditContext, AuditOutcome
+from fedsilo.rounds import StopTraining
+from fedsilo.run.load import initial_weights
+
+
+def train_reference_model(ctx: AuditContext, data: Any, seed: int) -> nn.Module:
+    """A model of the run's task trained from scratch on ``data`` (any dataset the task trains on).
+
+    It mimics the attacked model's training as seen by one of its samples: the task's own
+    ``train`` (same optimiser, epochs, augmentation, and DP-SGD if the run used it) for
+    ``audit.reference_rounds`` periods (default ``federation.rounds``), from a fresh
+    initialisation seeded by ``seed``.
+    """
+    from fedsilo.tasks import TrainContext, make_task
+    from fedsilo.training import train_site
+
+    cfg = ctx.cfg
+    ref_cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, seed=seed))
+    task = make_task(ref_cfg)
+    model = task.build_model()
+    model.load_state_dict(initial_weights(task))
+    state: dict[str, Any] = {}
+    for rnd in range(1, (ctx.settings.reference_rounds or cfg.federation.rounds) + 1):
+        try:
+            train_site(task, model, data, TrainContext(round=rnd, site_index=0, site_name="reference", device=ctx.device,
+                                                 site_state=state))
+        except StopTraining:
+            break  # a DP budget (privacy.max_epsilon) ends the reference's training as it ended the run's
+    return model.to(ctx.device).eval()
+
+
+def membership_outcome(ctx: AuditContext, pool: Any, x: Tensor, y: Tensor, is_member: np.ndarray,
+                       loss_fn: LossFn, subset: Callable[[Any, np.ndarray], Any]) -> AuditOutcome:
+    """Loss, LiRA and RMIA on a pool; reference models train on ``subset(pool, indices)``."""
+    train_fn = lambda idx, seed: train_reference_model(ctx, subset(pool, idx), seed)  # noqa: E731
+    results = calibrated_attacks(ctx.model, x.to(ctx.device), y.to(ctx.device), is_member, train_fn,
+                                 num_models=ctx.settings.reference_models, seed=ctx.seed("reference-models"),
+                                 loss_fn=loss_fn)
+    summary: dict[str, float] = {}
+    for r in results:
+        summary[f"{r.name}_auc"] = r.auc
+        summary[f"{r.name}_tpr_at_1%_fpr"] = r.tpr_at_1pct_fpr
+    n = int(is_member.sum())
+    notes = [f"Membership: {n} members (training images) vs {len(is_member) - n} non-members (never trained on); "
+             f"{ctx.settings.reference_models} reference models, each trained by the task on a random half of "
+             f"the pool (LiRA online with pooled variance, RMIA online)."]
+    return AuditOutcome(attacks=results, summary=summary, notes=notes)
+
+
+def gradient_inversion_outcome(ctx: AuditContext, x: Tensor, y: Tensor, loss_fn: LossFn, *, lr: float,
+                               infer_labels: bool) -> AuditOutcome:
+    """Geiping et al.'s attack on simulated client updates of ``ctx.model`` for every batch size
+    and local-step count in ``[audit]``, without and with clipping + noise; table, grid, summary."""
+    s = ctx.settings
+    model = ctx.model
+    was = model.training
+    model.train()  # a site computes its update in training mode (batch statistics) ...
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()  # ... but dropout is off: no unseeded randomness in the simulated update
+    trials: list[InversionTrial] = []
+    try:
+        for b in s.inversion_batch_sizes:
+            if b > len(x):
+                continue
+            for steps in s.inversion_local_steps:
+                for clip, noise in ((0.0, 0.0), (s.inversion_clip, s.inversion_noise)):
+                    trials.append(attack_batch(model, loss_fn, x[:b].to(ctx.device), y[:b].to(ctx.device), lr=lr,
+                                               local_steps=steps, clip=clip, noise_multiplier=noise,
+                                               infer=infer_labels, seed=ctx.seed(f"gi-{b}-{steps}"),
+                                               iterations=s.inversion_iterations, tv_weight=s.inversion_tv))
+    finally:
+        model.train(was)
+    if not trials:
+        return AuditOutcome(notes=["Gradient inversion skipped: no batch size fits the site's data."])
+    path = inversion_grid(trials, ctx.artifact("gradient_inversion.png"))
+    rows = [[t.batch_size, t.local_steps, t.defence, t.psnr, t.ssim,
+             "given" if t.label_accuracy is None else t.label_accuracy] for t in trials]
+    first = trials[0]
+    summary = {"gi_psnr": first.psnr, "gi_ssim": first.ssim}
+    dp = [t for t in trials if t.defence != "none" and t.batch_size == first.batch_size
+          and t.local_steps == first.local_steps]
+    if dp:
+        summary["gi_psnr_dp"] = dp[0].psnr
+    notes = [f"Gradient inversion (Geiping et al. 2020): updates simulated as full-batch SGD at lr {lr:g} from the "
+             f"final model on site images; 'clip C + noise s' = update clipped to L2 norm C plus N(0, (s C)^2) "
+             f"noise. PSNR over [-1, 1] images (inf capped at 100 dB)."]
+    return AuditOutcome(tables={"Gradient inversion": (["batch", "local steps", "defence", "PSNR (dB)", "SSIM",
+                                                        "label acc."], rows)},
+                        summary=summary, files=[str(path.relative_to(ctx.run.path))], notes=notes)

@@ -1,0 +1,30 @@
+"""Audit of the synthesis (FedGAN) task: the shared GAN attacks on the run's generator and
+discriminator, with the sites' training images as members and never-used images as non-members."""
+
+from __future__ import annotations
+
+from fedsilo.audit.registry import AuditContext, AuditOutcome, register_audit
+from fedsilo.audit.tasks.gan import gan_outcome
+
+
+@register_audit("synthesis", "gan")
+def gan(ctx: AuditContext) -> AuditOutcome:
+    """LOGAN, GAN-Leaks (black/white box), model inversion, DCR and the realism detector."""
+    from fedsilo.tasks.synthesis.data import all_images
+
+    data = ctx.task.federated_data()
+    sites = data.sites if ctx.site is None else [data.sites[ctx.site]]
+    members = type(sites[0].train).concat([s.train for s in sites])
+    held_out = [s.val for s in data.sites if len(s.val)]
+    source = "the sites' validation splits"
+    if data.test is not None and len(data.test):
+        held_out.insert(0, data.test)
+        source = "the global test split and the sites' validation splits"
+    nonmembers = type(held_out[0]).concat(held_out)
+    xm, ym = all_images(members)
+    xn, yn = all_images(nonmembers)
+    conditional = ctx.cfg.gan.conditional
+    outcome = gan_outcome(ctx, ctx.model.generator, ctx.model.discriminator, xm, xn,
+                          member_labels=ym if conditional else None, nonmember_labels=yn if conditional else None)
+    outcome.notes.append(f"Members: the sites' training images; non-members: {source} (never trained on).")
+    return outcome

@@ -1,0 +1,151 @@
+"""The round loop every mode shares: train, evaluate, log, checkpoint, resume.
+
+Federated runs (inside the ServerApp), and the centralised and local references run the same
+loop over a :class:`RoundExecutor`; only what a "round" does differs. After every round the
+executor's whole state (global weights, strategy state, site state) and the process RNG states
+are written atomically to ``checkpoints/latest.pt``; a resumed run restores them and continues
+with round k+1, giving bit-identical final weights to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from fedsilo import progress
+from fedsilo.rounds import FederationError, Row, SiteTable, StopTraining
+from fedsilo.run.folder import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+class RunInterrupted(RuntimeError):
+    """Raised by a round callback to stop a run after a checkpoint (tests, budgets)."""
+
+
+class RoundExecutor(Protocol):
+    """What a mode does in a round. See :mod:`fedsilo.federation.server_app` and :mod:`fedsilo.run.centralised`."""
+
+    label: str
+
+    def setup(self) -> SiteTable: ...
+
+    def train_round(self, rnd: int) -> list[Row]: ...
+
+    def evaluate(self, rnd: int, *, sites: bool = True) -> list[Row]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def final_state(self) -> dict[str, Any]: ...
+
+
+def _rng_states() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _restore_rng(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def record_sites(run: RunDir, table: SiteTable) -> None:
+    """Write ``sites.json`` and, when every site reported class counts, ``partition.csv``/``.png``."""
+    from fedsilo.data.partition import format_partition_table, save_partition_table
+
+    run.write_sites(table.rows)
+    counts = [r.get("class_counts") for r in table.rows]
+    if not counts or not all(counts):
+        return
+    matrix = np.array(counts)
+    names = [str(r["name"]) for r in table.rows]
+    logger.info("Partition (training samples per class and site):\n%s",
+                format_partition_table(matrix, names, table.class_names))
+    save_partition_table(matrix, names, table.class_names, run.artifact("partition.csv"),
+                         run.artifact("partition.png"))
+
+
+def _summary(rows: list[Row], key: str) -> str:
+    for row in rows:
+        if row.scope == "global" and key in row.values and row.values[key] is not None:
+            return f"{key} {row.values[key]:.4f}"
+    return ""
+
+
+def run_rounds(
+    executor: RoundExecutor,
+    run: RunDir,
+    *,
+    summary_key: str = "",
+    on_round_end: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) all rounds of ``run.cfg`` with ``executor``; return the final state.
+
+    Parameters
+    ----------
+    executor
+        What happens in a round.
+    run
+        The run folder (config, metrics, checkpoints).
+    summary_key
+        Global metric shown in each round's progress line (e.g. ``test_kappa``).
+    on_round_end
+        Called with the round number after its checkpoint is written; raising
+        :class:`RunInterrupted` there stops the run cleanly (the checkpoint stays).
+    """
+    cfg = run.cfg
+    rounds, every = cfg.federation.rounds, cfg.federation.eval_every
+    record_sites(run, executor.setup())
+    ckpt = run.load_checkpoint()
+    first = 1
+    if ckpt is not None:
+        executor.load_state_dict(ckpt["executor"])
+        _restore_rng(ckpt["rng"])
+        first = int(ckpt["round"]) + 1
+        run.truncate_metrics(int(ckpt["round"]))
+        logger.info("Resuming %s after round %d", run.path, first - 1)
+    else:
+        for row in executor.evaluate(0, sites=False):
+            run.log_metrics(0, row.scope, row.values)
+    reporter = progress.current()
+    reporter.start(rounds, first, executor.label)
+    last = first - 1
+    stopped: str | None = None
+    for rnd in range(first, rounds + 1):
+        try:
+            rows = executor.train_round(rnd)
+        except StopTraining as exc:
+            stopped = str(exc)
+            break
+        except FederationError as exc:
+            raise FederationError(f"{exc}. The last good checkpoint (round {rnd - 1}) is intact in "
+                                  f"{run.checkpoint_path}; continue with `fedsilo run --resume {run.path}`") from exc
+        if rnd % every == 0 or rnd == rounds:
+            rows += executor.evaluate(rnd)
+            if cfg.eval.keep_models:
+                run.save_round_model(rnd, executor.final_state())
+        for row in rows:
+            run.log_metrics(rnd, row.scope, row.values)
+        run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states()})
+        reporter.round_finished(rnd, _summary(rows, summary_key))
+        last = rnd
+        if on_round_end is not None:
+            on_round_end(rnd)
+    if stopped is not None:
+        logger.warning("Stopping %s after round %d of %d: %s", run.path, last, rounds, stopped)
+        rows = executor.evaluate(last) if last and last % every else []
+        rows.append(Row("global", {"stopped_early": 1, "stop_reason": stopped}))
+        for row in rows:
+            run.log_metrics(last, row.scope, row.values)
+    final = executor.final_state()
+    run.save_final({"round": last if stopped is not None else rounds, **final,
+                    **({"stopped_early": stopped} if stopped is not None else {})})
+    logger.info("Finished %s: final weights in %s", run.path, run.final_path)
+    return final

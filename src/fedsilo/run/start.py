@@ -1,0 +1,83 @@
+"""Start or resume one experiment run on an engine (what ``fedsilo run`` does).
+
+These functions train and record; the report layer writes ``report.html`` and the model card
+afterwards (:func:`fedsilo.report.write_run_files`), as the CLI does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fedsilo.config import ExperimentConfig
+from fedsilo.run.folder import RunDir, RunDirError
+from fedsilo.run.loop import run_rounds
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("local", "simulation")
+
+
+def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
+              on_round_end: Callable[[int], None] | None = None) -> RunDir:
+    """Create ``out`` (refusing a non-empty folder) and run ``cfg`` to the end."""
+    engine = engine or cfg.experiment.engine
+    _check_engine(engine)
+    run = RunDir.create(out, cfg, engine)
+    execute(run, engine, on_round_end)
+    return run
+
+
+def resume_run(path: str | Path, engine: str | None = None,
+               on_round_end: Callable[[int], None] | None = None) -> RunDir:
+    """Continue a run folder from its last checkpoint (same config, same seed)."""
+    run = RunDir.open(path)
+    engine = engine or run.read_env().get("engine", run.cfg.experiment.engine)
+    _check_engine(engine)
+    ckpt = run.load_checkpoint()
+    done = 0 if ckpt is None else int(ckpt["round"])
+    if done >= run.cfg.federation.rounds and run.final_path.exists():
+        raise RunDirError(f"run {str(path)!r} already finished all {done} rounds; nothing to resume")
+    if run.final_path.exists():
+        stopped = torch.load(run.final_path, map_location="cpu", weights_only=False).get("stopped_early")
+        if stopped:
+            raise RunDirError(f"run {str(path)!r} stopped early after round {done} ({stopped}); nothing to resume")
+    run.record_resume(done, engine)
+    execute(run, engine, on_round_end)
+    return run
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def execute(run: RunDir, engine: str, on_round_end: Callable[[int], None] | None = None) -> None:
+    """Run (or continue) the rounds of ``run`` with the engine its mode needs."""
+    cfg = run.cfg
+    if cfg.experiment.threads:
+        torch.set_num_threads(cfg.experiment.threads)
+    if cfg.experiment.mode == "centralised":
+        from fedsilo.run.centralised import CentralisedRounds
+
+        if engine != "local":
+            logger.warning("Centralised mode trains one pooled model in-process; engine %r is ignored", engine)
+        executor = CentralisedRounds(run)
+        run_rounds(executor, run, summary_key=f"test_{executor.task.primary_metric}", on_round_end=on_round_end)
+        return
+    from fedsilo.federation.client_app import app as client_app
+    from fedsilo.run.app import make_server_app
+
+    server_app = make_server_app(run.path, on_round_end)
+    num_sites = cfg.federation.num_sites
+    if engine == "local":
+        from fedsilo.federation.inprocess import run_inprocess
+
+        run_inprocess(server_app, client_app, num_sites)
+    else:
+        from fedsilo.federation.simulation import run_simulation_engine
+
+        run_simulation_engine(server_app, client_app, num_sites, cfg.simulation.cpus_per_site)
