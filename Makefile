@@ -22,11 +22,12 @@ demo: $(STAMP)
 	$(VENV)/bin/fedsilo demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks docs
 	$(PY) -m pytest -n 2 -q -m "not deploy"
 
 # SuperLink + SuperNodes as separate processes on loopback (TLS, SuperNode auth): ~5 min on 2 cores.
 test-deploy: $(STAMP)
-	$(PY) -m pytest -q -m deploy tests/test_deploy_e2e.py
+	$(PY) -m pytest -q -m deploy tests/deploy/test_deploy_e2e.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

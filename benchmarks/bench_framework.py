@@ -19,8 +19,8 @@ from fedsilo.data.images import iterate_batches
 from fedsilo.models.dcgan import sample_latent
 from fedsilo.models.gan_losses import discriminator_loss, generator_loss
 from fedsilo.tasks import TrainContext, make_task
-from fedsilo.training import train_site
 from fedsilo.tasks.segmentation.losses import masked_dice_ce
+from fedsilo.training import train_site
 
 NAME = "framework"
 TITLE = "Framework overhead: site training through fedsilo vs a plain PyTorch loop (issue 9)"

@@ -5,7 +5,7 @@ Run: python docs/examples/partition_sites.py
 
 import numpy as np
 
-from fedsilo.config.schema import PartitionSection
+from fedsilo.config.data_schema import PartitionSection
 from fedsilo.data.partition import format_partition_table, partition_indices, partition_table
 
 grades = np.random.default_rng(0).integers(0, 5, size=1000)  # one DR grade per image

@@ -146,10 +146,10 @@ def _summary(folder: Path, tables: tuple[str, ...] = ()) -> str:
         return table(["attack / measure", "value"], rows)
     if (folder / "config.toml").is_file():
         from fedsilo.report.summary import headline_columns, scope_table
-        from fedsilo.tasks import make_task
+        from fedsilo.report.tasks import presenter_for
 
         run = RunDir.open(folder)
-        header, body = scope_table(run, headline_columns(run, make_task(run.cfg)))
+        header, body = scope_table(run, headline_columns(run, presenter_for(run.cfg)))
         glob = [r for r in body if r[0] == "global"]
         return table(header, glob or body)
     return ""

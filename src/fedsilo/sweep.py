@@ -144,11 +144,11 @@ def run_sweep(spec: SweepSpec, out: str | Path) -> Path:
 
 def write_summary(runs: list[SweepRun], out: Path) -> Path:
     """summary.csv (one line per run) and summary.md (mean ± std over seeds, % of centralised),
-    plus the task's extra tables (:meth:`~fedsilo.tasks.Task.sweep_tables`) as ``<name>.csv`` and
-    sections of summary.md."""
-    from fedsilo.tasks import task_registry
+    plus the task's extra tables (:meth:`~fedsilo.report.tasks.TaskPresenter.sweep_tables`) as
+    ``<name>.csv`` and sections of summary.md."""
+    from fedsilo.report.tasks import presenter_for
 
-    task = task_registry()[runs[0].cfg.experiment.task](runs[0].cfg)
+    task = presenter_for(runs[0].cfg)
     per_run = {}
     for r in runs:
         run = RunDir.open(r.path)

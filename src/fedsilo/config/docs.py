@@ -11,9 +11,9 @@ from fedsilo.config.schema import ExperimentConfig
 
 HEADER = """# Config reference
 
-Every key an experiment TOML file (or `--set section.key=value`) may set, generated from
-`src/fedsilo/config/schema.py` by `fedsilo config-docs` (do not edit by hand). Unknown keys and
-values outside the stated ranges are rejected before any work starts.
+Every key an experiment TOML file (or `--set section.key=value`) may set, generated from the
+schema in `src/fedsilo/config/` by `fedsilo config-docs` (do not edit by hand). Unknown keys
+and values outside the stated ranges are rejected before any work starts.
 """
 
 

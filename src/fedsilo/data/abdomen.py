@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fedsilo.config import ExperimentConfig, config_hash
-from fedsilo.config.schema import VolumePreprocessSection, VolumeSourceSection
+from fedsilo.config.data_schema import VolumePreprocessSection, VolumeSourceSection
 from fedsilo.data.errors import DataError
 from fedsilo.data.federated import FederatedData, SiteData, process_cached
 from fedsilo.data.labels import NUM_CLASSES, ORGANS

@@ -14,6 +14,7 @@ import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import datasets
 import numpy as np
@@ -28,12 +29,13 @@ from flwr_datasets.partitioner import (
     SquarePartitioner,
 )
 
-from fedsilo.config.schema import PartitionSection
+from fedsilo.config.data_schema import PartitionName, PartitionSection
 
 logger = logging.getLogger(__name__)
 datasets.disable_progress_bars()
 
-PARTITIONERS = ("iid", "dirichlet", "pathological", "size_skew", "natural", "severity")
+#: The partition names ``partition.name`` accepts (the config schema's list).
+PARTITIONERS: tuple[str, ...] = get_args(PartitionName)
 
 
 class SeverityPartitioner(Partitioner):

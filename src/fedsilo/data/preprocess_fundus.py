@@ -12,7 +12,7 @@ import torch
 from skimage.exposure import equalize_adapthist
 from skimage.transform import resize
 
-from fedsilo.config.schema import FundusPreprocessSection
+from fedsilo.config.data_schema import FundusPreprocessSection
 from fedsilo.data.images import ImageArrays, ImageDataset
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)

@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,14 +221,3 @@ def read_site_bundle(certs: str | Path, site: str) -> SiteBundle:
         if not path.is_file():
             raise DeployError(f"{path}: missing from the site's certificate folder")
     return bundle
-
-
-def copy_site_folder(certs: str | Path, site: str, dest: str | Path) -> Path:
-    """Copy a site's folder (key, CA, site.toml) to ``dest`` keeping 0600 on the key."""
-    bundle = read_site_bundle(certs, site)
-    dest = Path(dest)
-    if dest.exists():
-        raise DeployError(f"{dest} exists; refusing to overwrite a site's keys")
-    shutil.copytree(bundle.private_key.parent, dest)
-    (dest / "auth.key").chmod(0o600)
-    return dest

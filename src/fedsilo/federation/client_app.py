@@ -92,10 +92,8 @@ def site_job(msg: Message, context: Context) -> SiteJob:
 
 def task_site_from_path(task: Task, node: dict[str, Any]) -> tuple[int, SiteData[Any]]:
     """Deployment: the site's own data from ``data-path`` (see the deployment guide)."""
-    loader = getattr(task, "site_from_path", None)
-    if loader is None:
-        raise ValueError(f"task {task.name!r} cannot load a site's data from a node's data-path yet")
-    return int(node.get("site-index", 0)), loader(str(node["data-path"]), str(node.get("site-name", "site")))
+    return int(node.get("site-index", 0)), task.site_from_path(str(node["data-path"]),
+                                                               str(node.get("site-name", "site")))
 
 
 def _digest(text: str) -> str:

@@ -45,7 +45,7 @@ from flwr.serverapp.strategy import (
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT, compute_adaptive_clip_model_update
 
 from fedsilo.config import ExperimentConfig
-from fedsilo.config.schema import PrivacySection
+from fedsilo.config.privacy_schema import PrivacySection
 from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, KeptArray
 from fedsilo.privacy.accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
 from fedsilo.seeding import derive_seed

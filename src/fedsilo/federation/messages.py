@@ -14,7 +14,7 @@ from io import BytesIO
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord
 from flwr.common.constant import SType
 
 ARRAYS = "arrays"
@@ -104,8 +104,3 @@ def cast_like(arrays: ArrayRecord, template: Mapping[str, np.ndarray]) -> ArrayR
             a = np.round(a).astype(ref.dtype) if np.issubdtype(ref.dtype, np.integer) else a.astype(ref.dtype)
         out[k] = KeptArray(a)
     return out
-
-
-def config_record(**values: object) -> ConfigRecord:
-    """A ConfigRecord from keyword values (None dropped)."""
-    return ConfigRecord({k.replace("_", "-"): v for k, v in values.items() if v is not None})

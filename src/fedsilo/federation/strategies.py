@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import get_args
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -36,7 +37,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedsilo.config.schema import StrategySection
+from fedsilo.config.schema import StrategyName, StrategySection
 from fedsilo.federation.client_dp import wrap_client_dp
 from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
 from fedsilo.federation.robust import CenteredClipping
@@ -44,10 +45,8 @@ from fedsilo.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_NAMES = (
-    "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm",
-    "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "centeredclip", "fedbn",
-)
+#: The strategy names ``federation.strategy.name`` accepts (the config schema's list).
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 
 
 def build_strategy(cfg: StrategySection, num_sites: int) -> Strategy:

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedsilo.config.schema import PrivacySection
+from fedsilo.config.privacy_schema import PrivacySection
 from fedsilo.privacy.accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
 from fedsilo.rounds import SITE_DONE
 

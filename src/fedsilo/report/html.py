@@ -15,6 +15,7 @@ from fedsilo.fileio import atomic_write_text
 from fedsilo.report import plots
 from fedsilo.report.glossary import definitions
 from fedsilo.report.summary import final_rows, fmt, headline_columns, scope_table
+from fedsilo.report.tasks import presenter_for
 from fedsilo.run.folder import RunDir
 
 logger = logging.getLogger(__name__)
@@ -157,9 +158,7 @@ def _curves_section(run: RunDir, rows: list[dict], metrics: Sequence[str]) -> Se
 
 
 def _final_section(run: RunDir) -> Section:
-    from fedsilo.tasks import make_task
-
-    header, body = scope_table(run, headline_columns(run, make_task(run.cfg)))
+    header, body = scope_table(run, headline_columns(run, presenter_for(run.cfg)))
     return Section("Final metrics", table(header, body) if body else "", list(header[1:]))
 
 
@@ -188,11 +187,9 @@ def _privacy_section(run: RunDir, rows: list[dict]) -> Section:
 
 def run_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into a run folder; return its path."""
-    from fedsilo.tasks import make_task
-
     run = RunDir.open(run_dir)
     rows = run.read_metrics()
-    task = make_task(run.cfg)
+    task = presenter_for(run.cfg)
     sections = [
         _summary_section(run),
         _partition_section(run),
@@ -323,7 +320,6 @@ def _privacy_utility(sweep_dir: Path) -> str:
 def compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Side-by-side final metrics and overlaid curves of several runs, written to ``out`` (HTML)."""
     from fedsilo.report.summary import final_metrics
-    from fedsilo.tasks import make_task
 
     runs = [RunDir.open(p) for p in run_dirs]
     names = _unique_names(runs)
@@ -334,7 +330,7 @@ def compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
                 ["sites", *(r.cfg.federation.num_sites for r in runs)], ["rounds", *(r.cfg.federation.rounds for r in runs)],
                 ["seed", *(r.cfg.experiment.seed for r in runs)], ["folder", *(r.path for r in runs)]]
     rows = [[k, *(fmt(metrics[n].get(k)) for n in names)] for k in keys]
-    curve_keys = list(dict.fromkeys(k for r in runs for k in make_task(r.cfg).curve_metrics()))
+    curve_keys = list(dict.fromkeys(k for r in runs for k in presenter_for(r.cfg).curve_metrics()))
     png = plots.overlay_curves_png({n: r.read_metrics() for n, r in zip(names, runs)}, curve_keys)
     sections = [Section("Runs", table(["", *names], settings)),
                 Section("Final metrics", table(["metric", *names], rows), keys),

@@ -16,6 +16,7 @@ from typing import Any
 
 from fedsilo.fileio import atomic_write_text
 from fedsilo.report.summary import final_rows, fmt, markdown_table
+from fedsilo.report.tasks import TaskPresenter, presenter_for
 from fedsilo.run.folder import RunDir
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,16 @@ def write_model_card(run_dir: str | Path) -> Path:
 
     run = RunDir.open(run_dir)
     task = make_task(run.cfg)
+    presenter = presenter_for(run.cfg)
     parts = [
         f"# Model card: {run.cfg.experiment.name}\n",
         _details(run, task),
         _data(run),
         _training(run),
         _privacy(run),
-        _evaluation(run, task),
-        f"## Intended use\n\n{task.intended_use()}\n",
-        _limitations(run, task),
+        _evaluation(run),
+        f"## Intended use\n\n{presenter.intended_use()}\n",
+        _limitations(run, presenter),
     ]
     path = run.path / MODEL_CARD
     atomic_write_text(path, "\n".join(parts))
@@ -128,7 +130,7 @@ def _privacy(run: RunDir) -> str:
     return text
 
 
-def _evaluation(run: RunDir, task: Any) -> str:
+def _evaluation(run: RunDir) -> str:
     rows = final_rows(run).get("global", {})
     names = sorted(k for k in rows if k.startswith("test_") and not k.endswith(("_ci_low", "_ci_high", "_n"))
                    and isinstance(rows[k], (int, float)))
@@ -144,8 +146,8 @@ def _evaluation(run: RunDir, task: Any) -> str:
     return "## Evaluation\n\n" + head + markdown_table(["metric", "value", "95% CI"], table) + "\n"
 
 
-def _limitations(run: RunDir, task: Any) -> str:
-    notes = list(task.protocol_notes())
+def _limitations(run: RunDir, presenter: TaskPresenter) -> str:
+    notes = list(presenter.protocol_notes())
     d = run.cfg.data
     synthetic = d.source == "phantom" or (d.source == "volumes" and all(s.kind == "phantom" for s in d.sites))
     if synthetic:

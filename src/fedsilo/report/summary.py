@@ -157,12 +157,12 @@ def scope_table(run: RunDir, columns: Sequence[str] | None = None) -> tuple[list
     return ["scope", *columns], body
 
 
-def headline_columns(run: RunDir, task: Any) -> list[str]:
+def headline_columns(run: RunDir, presenter: Any) -> list[str]:
     """The columns of a run's final-metrics table: the task's sweep columns (without the
     model-selection ``sel_*`` ones), e.g. kappa and accuracy, or mean Dice per modality."""
     keys = sorted({k for values in final_rows(run).values() for k, v in values.items()
                    if k.startswith(("val_", "test_")) and isinstance(v, (int, float))})
-    return [c for c in task.summary_columns(keys) if not c.startswith("sel_")]
+    return [c for c in presenter.summary_columns(keys) if not c.startswith("sel_")]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

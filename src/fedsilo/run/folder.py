@@ -26,7 +26,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -294,9 +294,3 @@ class RunDir:
         p = self.path.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
-
-
-def iter_run_dirs(root: str | Path) -> Iterator[Path]:
-    """Run folders below ``root`` (folders holding a config.toml)."""
-    for cfg in sorted(Path(root).rglob(CONFIG_FILE)):
-        yield cfg.parent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,7 +18,6 @@ from torch import nn
 
 from fedsilo.config import ExperimentConfig
 from fedsilo.data.federated import FederatedData, SiteData
-from fedsilo.report.summary import MetricTable
 from fedsilo.seeding import derive_seed
 
 #: What :meth:`Task.local_state` returns: ``(is_local, group_by)`` or ``(is_local, group_by, owner)``.
@@ -164,12 +163,10 @@ class Task(ABC):
 
     #: Registry name (``experiment.task``).
     name: ClassVar[str]
-    #: Metric that summarises quality in tables ("% of centralised"), and whether higher is better.
+    #: Metric that summarises quality (progress lines, model selection on validation data, "% of
+    #: centralised"), and whether higher is better.
     primary_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
-    #: Further metrics (final_metrics keys without the ``test_`` prefix) given as "% of centralised"
-    #: in sweep tables, with whether higher is better.
-    percent_metrics: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -241,6 +238,17 @@ class Task(ABC):
         """The global held-out test split (None when the config has none)."""
         return self.federated_data().test
 
+    def site_from_path(self, path: str, name: str) -> SiteData[Any]:
+        """Deployment: site ``name``'s own data from the node's ``data-path`` (its SuperNode's
+        folder or file), split into training and validation as the local engine would.
+
+        Raises
+        ------
+        NotImplementedError
+            For a task that cannot deploy (it does not read a site's data from a path).
+        """
+        raise NotImplementedError(f"task {self.name!r} cannot load a site's data from a node's data-path")
+
     def pooled_train(self) -> Any:
         """All sites' training data together (centralised mode)."""
         raise NotImplementedError(f"task {self.name!r} has no centralised mode")
@@ -275,45 +283,6 @@ class Task(ABC):
         """
         return None
 
-    def curve_metrics(self) -> list[str]:
-        """Metrics plotted over rounds in reports (per site and global)."""
-        p = self.primary_metric
-        return ["train_loss", f"val_{p}", f"test_{p}", "val_loss"]
-
-    def report_sections(self, run_dir: Any) -> list[tuple[str, str, list[str]]]:
-        """Task-specific report sections: (title, HTML body, metric names defined there)."""
-        return []
-
-    def protocol_notes(self) -> list[str]:
-        """Where this implementation departs from the reference papers' protocols (shown in reports)."""
-        return []
-
-    def summary_columns(self, keys: Sequence[str]) -> list[str]:
-        """Which final metrics (``test_*``/``val_*``) appear in sweep tables, in order."""
-        keep = [k for k in keys if not k.endswith(("_n", "_loss", "_ci_low", "_ci_high")) and k != "sel_round"]
-        order = {"test": 0, "sel": 1, "val": 2}
-        return sorted(keep, key=lambda k: (order.get(k.split("_", 1)[0], 3), k))
-
-    def percent_keys(self, keys: Sequence[str]) -> dict[str, bool]:
-        """Final-metric keys given as "% of centralised" in the sweep summary -> higher is better.
-
-        Default: ``test_<primary_metric>`` and ``test_<k>`` for :attr:`percent_metrics`, where present.
-        """
-        wanted = {f"test_{self.primary_metric}": self.higher_is_better,
-                  **{f"test_{k}": hib for k, hib in self.percent_metrics.items()}}
-        present = set(keys)
-        return {k: hib for k, hib in wanted.items() if k in present}
-
-    def counts_in_site_mean(self, key: str, site: str) -> bool:
-        """Whether ``site``'s final value of metric ``key`` enters the mean over sites that
-        summarises a run without a global model (the ``local`` reference). Default: every site
-        (a task may keep, e.g., only sites of the test set's modality)."""
-        return True
-
-    def sweep_tables(self, keys: Sequence[str]) -> list[MetricTable]:
-        """Extra tables of a sweep summary (e.g. Dice per organ), built from final-metric ``keys``."""
-        return []
-
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""
 
@@ -335,10 +304,6 @@ class Task(ABC):
         (N, K, H, W) per slice of a :class:`~fedsilo.data.abdomen.SliceDataset`, on the CPU."""
         raise NotImplementedError(f"task {self.name!r} does not predict label maps (`fedsilo predict` "
                                   f"needs a segmentation run)")
-
-    def intended_use(self) -> str:
-        """One paragraph for the model card: what the model is for and what it is not for."""
-        return "Research use only: not validated for clinical decisions."
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ from fedsilo.data.phantoms.abdomen_anatomy import (
     Tissue,
     check_seed,
     check_shape,
-    generate_anatomy,
 )
+from fedsilo.data.phantoms.abdomen_organs import generate_anatomy
 from fedsilo.data.phantoms.abdomen_render import CT_PHASES, MR_CONTRASTS, render_ct, render_mr
 
 __all__ = [

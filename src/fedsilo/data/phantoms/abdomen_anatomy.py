@@ -291,35 +291,9 @@ def _paint_lungs(cv: Canvas, rng: np.random.Generator) -> None:
         _paint(cv, box, (f < 0) & free, Tissue.LUNG)
 
 
-def generate_anatomy(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> AbdomenAnatomy:
-    """Generate one random upper-abdomen patient.
-
-    Parameters
-    ----------
-    seed : int
-        Non-negative seed; the same seed gives the same patient (and, for square slices, the same
-        anatomy at any in-plane resolution).
-    shape : tuple of 3 int
-        Volume shape ``(D, H, W)``; D in [8, 128], H and W in [32, 512]. Small organs
-        (gallbladder, pancreas) may vanish below about 64 x 64.
-
-    Returns
-    -------
-    AbdomenAnatomy
-        Organ label map, tissue map and spacing (see the module docstring for orientation).
-    """
-    from fedsilo.data.phantoms.abdomen_organs import paint_bowel, paint_organs
-
-    seed = check_seed(seed)
-    shape = check_shape(shape)
-    rng = np.random.default_rng(seed)
-    cv = Canvas(rng, shape)
+def paint_frame(cv: Canvas, rng: np.random.Generator) -> None:
+    """Everything but the organs: body and fat, skeleton and muscles, vessels, lung bases."""
     _paint_body(cv, rng)
     _paint_skeleton(cv, rng)
     _paint_vessels(cv, rng)
     _paint_lungs(cv, rng)
-    paint_organs(cv, rng)
-    paint_bowel(cv, rng)
-    logger.debug("abdomen phantom seed %s shape %s spacing %s", seed, shape, cv.spacing)
-    spacing = (float(cv.spacing[0]), float(cv.spacing[1]), float(cv.spacing[2]))
-    return AbdomenAnatomy(labels=cv.labels, tissue=cv.tissue, spacing=spacing, seed=seed)

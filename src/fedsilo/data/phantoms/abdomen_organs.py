@@ -1,4 +1,5 @@
-"""Organs and bowel of the abdomen phantom, painted onto a :class:`Canvas` after the skeleton.
+"""Organs and bowel of the abdomen phantom, painted onto a :class:`Canvas` after the skeleton, and
+:func:`generate_anatomy`, the whole patient.
 
 Organs are painted in priority order (kidneys, gallbladder, pancreas, stomach, spleen, liver):
 each takes only visceral-fat voxels that no earlier organ holds and that lie more than a thin
@@ -12,11 +13,23 @@ and 1.4% in the 15 CHAOS T2 volumes over the same kidney-to-dome span.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from fedsilo.data.labels import ORGAN_IDS
 from fedsilo.data.phantoms._geometry import Box, ellipsoid, frame, smooth_min, tube
-from fedsilo.data.phantoms.abdomen_anatomy import Canvas, Tissue
+from fedsilo.data.phantoms.abdomen_anatomy import (
+    DEFAULT_SHAPE,
+    AbdomenAnatomy,
+    Canvas,
+    Tissue,
+    check_seed,
+    check_shape,
+    paint_frame,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class _Painter:
@@ -205,3 +218,32 @@ def paint_bowel(cv: Canvas, rng: np.random.Generator) -> None:
             point[1] = min(point[1], yv - 20.0)
             walk.append(tuple(point))
         _bowel_tube(cv, rng, walk, u(8.0, 13.0), u(0.0, 0.25), bool(u() < 0.6), 0.0)
+
+
+def generate_anatomy(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> AbdomenAnatomy:
+    """Generate one random upper-abdomen patient.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative seed; the same seed gives the same patient (and, for square slices, the same
+        anatomy at any in-plane resolution).
+    shape : tuple of 3 int
+        Volume shape ``(D, H, W)``; D in [8, 128], H and W in [32, 512]. Small organs
+        (gallbladder, pancreas) may vanish below about 64 x 64.
+
+    Returns
+    -------
+    AbdomenAnatomy
+        Organ label map, tissue map and spacing (see the module docstring for orientation).
+    """
+    seed = check_seed(seed)
+    shape = check_shape(shape)
+    rng = np.random.default_rng(seed)
+    cv = Canvas(rng, shape)
+    paint_frame(cv, rng)
+    paint_organs(cv, rng)
+    paint_bowel(cv, rng)
+    logger.debug("abdomen phantom seed %s shape %s spacing %s", seed, shape, cv.spacing)
+    spacing = (float(cv.spacing[0]), float(cv.spacing[1]), float(cv.spacing[2]))
+    return AbdomenAnatomy(labels=cv.labels, tissue=cv.tissue, spacing=spacing, seed=seed)

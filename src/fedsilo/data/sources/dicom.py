@@ -1,4 +1,4 @@
-"""DICOM series folders (pydicom): one folder = one series -> a :class:`Volume` image.
+"""Reading DICOM series folders (pydicom): one folder = one series -> an image and its geometry.
 
 Slices are ordered by ``ImagePositionPatient`` projected on the slice normal
 (``row direction x column direction`` of ``ImageOrientationPatient``), the modality LUT
@@ -23,11 +23,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from fedsilo.data.errors import DataError
-from fedsilo.data.sources.loading import CaseListSource
 from fedsilo.data.sources.nifti import canonical_to_internal
-from fedsilo.data.sources.volume import CaseRef, Modality, check_modality
+from fedsilo.data.sources.volume import Modality, check_modality
 
-__all__ = ["DicomSeries", "dicom_source", "find_series_folders", "read_dicom_series"]
+__all__ = ["DicomSeries", "find_series_folders", "read_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -223,15 +222,6 @@ def find_series_folders(root: str | Path) -> list[Path]:
     return found
 
 
-def _first_header(folder: Path) -> pydicom.Dataset | None:
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError):
-            continue
-    return None
-
-
 def _has_dicm_magic(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
@@ -239,37 +229,3 @@ def _has_dicm_magic(path: Path) -> bool:
             return fh.read(4) == b"DICM"
     except OSError:
         return False
-
-
-def dicom_source(
-    root: str | Path,
-    modality: Modality | str | None = None,
-    site: str | None = None,
-) -> CaseListSource:
-    """Every DICOM series folder under ``root`` as an unlabelled case.
-
-    Parameters
-    ----------
-    root : str or Path
-    modality : {"ct", "mr"} or None
-        None takes each series' DICOM ``Modality`` tag.
-    site : str or None
-
-    Returns
-    -------
-    CaseListSource
-        ``patient_id`` is the series' ``PatientID`` (from its first file's header) or,
-        when empty, the folder name; ``case_id`` is the folder path relative to ``root``.
-        Label maps for DICOM images go through a manifest (:mod:`.manifest`).
-    """
-    cases = []
-    for folder in find_series_folders(root):
-        first = _first_header(folder)
-        if first is None:
-            continue
-        pid = str(first.get("PatientID", "") or folder.name)
-        rel = folder.relative_to(root).as_posix() if folder != Path(root) else folder.name
-        cases.append(CaseRef(pid, check_modality(modality) if modality else None, folder, site=site, case_id=rel))
-    if not cases:
-        raise DataError(f"{root}: no DICOM series found")
-    return CaseListSource(cases, name=f"dicom:{Path(root).name}")

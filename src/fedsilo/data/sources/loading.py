@@ -10,6 +10,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from fedsilo.data.errors import DataError
+from fedsilo.data.sources.dicom import read_dicom_series
+from fedsilo.data.sources.nifti import read_nifti, spacing_from_affine
 from fedsilo.data.sources.volume import CaseRef, Volume
 
 __all__ = ["CaseListSource", "load_case"]
@@ -24,12 +26,8 @@ AFFINE_ATOL_MM: float = 1e-2
 
 def _read_image(case: CaseRef) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     if case.image.is_dir():
-        from fedsilo.data.sources.dicom import read_dicom_series
-
         series = read_dicom_series(case.image)
         return series.image, series.affine, {"modality": series.modality or "", "patient_id": series.patient_id}
-    from fedsilo.data.sources.nifti import read_nifti
-
     array, affine = read_nifti(case.image, "image")
     return array, affine, {}
 
@@ -54,8 +52,6 @@ def load_case(case: CaseRef, allow_empty_labels: bool = False) -> Volume:
         Unreadable files, NaN/inf voxels, image/label shape, spacing or affine mismatch, an
         empty label map, or label values outside the mapping; the message names the file(s).
     """
-    from fedsilo.data.sources.nifti import read_nifti, spacing_from_affine
-
     image, affine, meta = _read_image(case)
     modality = case.modality or meta.get("modality") or None
     if modality is None:

@@ -26,8 +26,6 @@ class ClassificationTask(Task):
         channels = 1 if self.cfg.data.preprocess.grayscale else 3
         return GradeCNN(channels, NUM_GRADES, width=c.width, depth=c.depth, norm=c.norm, dropout=c.dropout)
 
-    def curve_metrics(self) -> list[str]:
-        return ["train_loss", "val_kappa", "test_kappa", "test_accuracy"]
 
     def federated_data(self) -> FederatedData[ImageDataset]:
         return federated_fundus(self.cfg)
@@ -93,9 +91,3 @@ class ClassificationTask(Task):
         }
         return InferenceSpec(model.eval(), torch.zeros(1, channels, d.image_size, d.image_size), "images", "logits",
                              contract)
-
-    def intended_use(self) -> str:
-        return ("Research on federated diabetic-retinopathy grading (5 ICDR grades) from colour fundus "
-                "photographs: comparing federated, centralised and local training. Not a screening device: "
-                "it was not validated on a clinical population, and its kappa on the test split is the only "
-                "evidence of its quality.")

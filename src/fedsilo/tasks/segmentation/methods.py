@@ -24,19 +24,21 @@ augmented stream on every engine and after a resume.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from fedsilo.augment import build_augmentation
 from fedsilo.augment._base import RandomAugmentation
 from fedsilo.config import ExperimentConfig
+from fedsilo.config.schema import SegMethod
 from fedsilo.seeding import derive_seed
 
 __all__ = ["METHODS", "Method", "augmentation_kwargs", "make_augmentation", "resolve_method"]
 
 #: Names accepted by ``segmentation.method``.
-METHODS: tuple[str, ...] = ("none", "gin", "gin+ipa", "randconv", "prorandconv", "fmaug", "raffesdg", "dsbn")
+#: The method names ``segmentation.method`` accepts (the config schema's list).
+METHODS: tuple[str, ...] = get_args(SegMethod)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ batch norms of its slice's modality.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +27,13 @@ import torch
 from torch import nn
 
 from fedsilo.augment import consistency_loss
-from fedsilo.data.abdomen import SliceDataset, default_name, federated_volumes, volume_site_from_path, volume_tests
+from fedsilo.data.abdomen import SliceDataset, federated_volumes, volume_site_from_path, volume_tests
 from fedsilo.data.federated import FederatedData, SiteData
 from fedsilo.data.labels import NUM_CLASSES, ORGANS
 from fedsilo.models.dsbn import norm_key_domains
 from fedsilo.models.unet import DEFAULT_DOMAINS, build_unet
-from fedsilo.report.summary import MetricTable
 from fedsilo.tasks.base import InferenceSpec, LocalStateRule, LocalSteps, Phase, StepLoss, Task, TrainContext
 from fedsilo.tasks.segmentation.evaluation import (
-    FAMILIES,
     forward_by_domain,
     merge_test_sets,
     modality_metrics,
@@ -53,9 +49,6 @@ from fedsilo.tasks.segmentation.overlays import pick_slices, save_overlay
 __all__ = ["SegmentationTask"]
 
 logger = logging.getLogger(__name__)
-
-_KEY_RE = re.compile(r"^test_(dice3d|dice2d|hd95)_([a-z]+)_([a-z_]+)$")
-
 
 class SegmentationTask(Task):
     """Federated multi-organ segmentation of abdominal CT and MRI slices."""
@@ -97,10 +90,6 @@ class SegmentationTask(Task):
 
     def pooled_train(self) -> SliceDataset:
         return SliceDataset.concat([s.train for s in self.federated_data().sites])
-
-    def site_modalities(self) -> dict[str, str]:
-        """Site name -> modality, from the config (no data loaded)."""
-        return {default_name(spec, i): spec.modality for i, spec in enumerate(self.cfg.data.sites)}
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -223,51 +212,3 @@ class SegmentationTask(Task):
                        "classes": list(ORGANS)},
         }
         return InferenceSpec(model.eval(), torch.zeros(1, channels, v.size, v.size), "slices", "logits", contract)
-
-    def intended_use(self) -> str:
-        return ("Research on federated multi-organ segmentation of abdominal CT and MRI across sites that hold "
-                "one modality each (FedGIN): comparing intensity augmentations and normalisations. Not for "
-                "clinical contouring: organ volumes and boundaries are not validated against expert review.")
-
-    # -- tables --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _modalities(keys: Sequence[str]) -> list[str]:
-        return sorted({m.group(2) for k in keys if (m := _KEY_RE.match(k))})
-
-    def summary_columns(self, keys: Sequence[str]) -> list[str]:
-        present = set(keys)
-        cols = ["test_dice3d_mean"]
-        for mod in self._modalities(keys):
-            cols += [f"test_{fam}_{mod}_mean" for fam in FAMILIES]
-        cols.append("val_dice2d_mean")
-        return [c for c in cols if c in present]
-
-    def percent_keys(self, keys: Sequence[str]) -> dict[str, bool]:
-        present = set(keys)
-        wanted = ["test_dice3d_mean", *(f"test_dice3d_{m}_mean" for m in self._modalities(keys))]
-        return {k: True for k in wanted if k in present}
-
-    def counts_in_site_mean(self, key: str, site: str) -> bool:
-        """Local reference: a modality's test metrics are averaged over the sites of that modality
-        (each site's own model on its own modality), or over all sites if none has it."""
-        m = _KEY_RE.match(key)
-        if m is None:
-            return True
-        mods = self.site_modalities()
-        if m.group(2) not in mods.values():
-            return True
-        return mods.get(site) == m.group(2)
-
-    def sweep_tables(self, keys: Sequence[str]) -> list[MetricTable]:
-        """Per organ and modality: 3D Dice, 2D Dice and HD95 tables."""
-        present = set(keys)
-        titles = {"dice3d": "3D Dice per patient", "dice2d": "2D Dice per slice", "hd95": "HD95 (mm) per patient"}
-        tables = []
-        for fam, hib in FAMILIES.items():
-            for mod in self._modalities(keys):
-                organs = [o for o in (*ORGANS[1:], "mean") if f"test_{fam}_{mod}_{o}" in present]
-                if organs:
-                    tables.append(MetricTable(f"{fam}_{mod}", f"{titles[fam]}, {mod.upper()} test set", organs,
-                                              [f"test_{fam}_{mod}_{o}" for o in organs], hib))
-        return tables

@@ -53,7 +53,6 @@ class SynthesisTask(Task):
 
     name = "synthesis"
     primary_metric = "realism"
-    percent_metrics = {"fd": False, "kid": False, "precision": True, "recall": True, "coverage": True}
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -286,55 +285,6 @@ class SynthesisTask(Task):
                        **({"classes": list(GRADE_NAMES)} if g.conditional else {})},
         }
         return InferenceSpec(gen, torch.zeros(1, width), "code", "images", contract)
-
-    def intended_use(self) -> str:
-        return ("Research on federated synthesis of fundus images (FedGAN): measuring how close federated "
-                "generators come to centralised ones and what they leak. Synthetic images are for method "
-                "development and data-sharing studies, not for training clinical models without validation "
-                "on real data.")
-
-    # -- reports -------------------------------------------------------------------------------
-
-    def curve_metrics(self) -> list[str]:
-        return ["train_d_loss", "train_g_loss", "test_realism", "test_fd", "val_d_real", "val_d_fake"]
-
-    def summary_columns(self, keys: Any) -> list[str]:
-        present = set(keys)
-        names = ["realism", "fd", "kid", "precision", "recall", "density", "coverage", "diversity", "tstr_kappa",
-                 "trtr_kappa"]
-        cols = [f"test_{n}" for n in names] + [f"sel_test_{n}" for n in ("realism", "fd")] + ["val_d_real",
-                                                                                               "val_d_fake"]
-        return [c for c in cols if c in present]
-
-    def report_sections(self, run_dir: Any) -> list[tuple[str, str, list[str]]]:
-        from fedsilo.report.html import img_file
-
-        folder = Path(run_dir) / "samples"
-        rounds = sorted(folder.glob("round-*.png"))
-        if not rounds:
-            return []
-        body = (f"<p>64 images from the same latent codes after round {int(rounds[-1].stem.split('-')[1])}"
-                + (" (rows: DR grades 0-4, repeating)" if self.cfg.gan.conditional else "") + ".</p>"
-                + img_file(rounds[-1], "generated samples"))
-        if len(rounds) > 1:
-            body += f"<p>Before training (round {int(rounds[0].stem.split('-')[1])}):</p>" + img_file(rounds[0], "early")
-        nearest = folder / "nearest-real.png"
-        if nearest.exists():
-            body += ("<p>Top: generated; bottom: the closest real training image of each (pixel distance) — "
-                     "copies of training images would show up here.</p>" + img_file(nearest, "nearest real"))
-        return [("Generated samples", body, [])]
-
-    def protocol_notes(self) -> list[str]:
-        return [
-            "No Inception-v3 weights are available offline: FD and KID are computed in the feature space of a "
-            "reference DR-grade classifier trained on the run's real training images, so they are not comparable "
-            "with published FIDs.",
-            "Realism is the mean sigmoid output of a reference discriminator (of a GAN trained centrally on the "
-            "pooled real training images), as the FedGAN paper defines it; it depends entirely on that "
-            "discriminator, so compare realism only within one data set and seed.",
-            "Real held-out images for FD/KID/precision/recall are the configured test split (RetinaMNIST: its 120 "
-            "validation images), so these estimates carry the small-sample bias their intervals show.",
-        ]
 
 
 def _scale(images: torch.Tensor) -> int:
