@@ -8,6 +8,7 @@ two engines (in-process and Ray) give bit-identical weights.
 
 from __future__ import annotations
 
+import secrets
 import zlib
 
 import numpy as np
@@ -52,6 +53,41 @@ def torch_generator(base: int, *keys: int | str, device: str | torch.device = "c
     """A torch Generator on ``device`` seeded with :func:`derive_seed`."""
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(base, *keys))
+    return gen
+
+
+def secure_seed() -> int:
+    """A 63-bit seed from the operating system's cryptographic source (``os.urandom``).
+
+    It is drawn where it is used and never stored or sent, so no other party (nor anyone who
+    knows the experiment seed) can regenerate what it seeds.
+    """
+    return secrets.randbits(63)
+
+
+def private_generator(base: int, *keys: int | str, reproducible: bool,
+                      device: str | torch.device = "cpu") -> torch.Generator:
+    """The generator of a differential-privacy mechanism's randomness (noise, Poisson sampling).
+
+    Parameters
+    ----------
+    base, *keys
+        As for :func:`torch_generator`; used only when ``reproducible``.
+    reproducible
+        ``privacy.reproducible_noise``: seed from the experiment seed, so the run repeats exactly
+        (simulation only: every party that knows the seed can regenerate the noise and subtract
+        it). Otherwise seeded by :func:`secure_seed`, drawn afresh at every call.
+    device
+        Where the generator lives.
+
+    Notes
+    -----
+    The secure variant seeds torch's Philox/Mersenne generator from ``os.urandom``; the seed is
+    unpredictable, the stream after it is not a cryptographic PRNG (Opacus' ``secure_mode`` with
+    ``torchcsprng`` is; it is not packaged for this torch).
+    """
+    gen = torch.Generator(device=device)
+    gen.manual_seed(derive_seed(base, *keys) if reproducible else secure_seed())
     return gen
 
 

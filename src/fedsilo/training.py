@@ -36,7 +36,7 @@ from fedsilo.config.schema import TrainSection
 from fedsilo.data.images import batches_per_epoch, iterate_batches
 from fedsilo.privacy.dp import PrivateTrainer, SiteDP
 from fedsilo.progress import current
-from fedsilo.seeding import derive_seed, seed_torch, torch_generator
+from fedsilo.seeding import derive_seed, private_generator, seed_torch
 from fedsilo.tasks.base import LocalSteps, Phase, Task, TrainContext, TrainResult
 
 
@@ -168,14 +168,18 @@ class SiteRound:
         self.amp = cfg.experiment.amp
         self.rounds = cfg.federation.rounds
         self.train_cfg = cfg.train
-        self.generator = torch_generator(seed, "batches", ctx.round, ctx.site_index)
+        # under DP, which samples a batch holds is part of the mechanism: drawn securely, like the noise
+        reproducible = not cfg.privacy.active or cfg.privacy.reproducible_noise
+        self.generator = private_generator(seed, "batches", ctx.round, ctx.site_index, reproducible=reproducible)
         seed_torch(derive_seed(seed, "dropout", ctx.round, ctx.site_index), ctx.device)
         model.to(ctx.device).train()
         self.num_steps = num_round_batches(self.n, cfg.train)
         self.dp = SiteDP.begin(cfg.privacy, n=self.n, batch_size=cfg.train.batch_size,
                                steps_per_round=self.num_steps, rounds=self.rounds,
                                site_state=ctx.site_state) if self.n else None
-        private_batch = self.dp.plan.batch_size if self.dp is not None else None
+        # what a task adds per private step (a GAN's fakes) is sized by the configured batch size, a
+        # number that does not depend on the site's data (the plan's n * q changes with one sample more)
+        private_batch = cfg.train.batch_size if self.dp is not None else None
         self.steps: LocalSteps = task.local_steps(
             model, data, dataclasses.replace(ctx, generator=self.generator, private_batch_size=private_batch))
         readers = [p for p in self.steps.phases if p.reads_data]
@@ -186,7 +190,8 @@ class SiteRound:
         self.private: PrivateTrainer | None = None
         if self.dp is not None and readers:
             i = self.steps.phases.index(readers[0])
-            noise = torch_generator(seed, "dp-noise", ctx.round, ctx.site_index, device=ctx.device)
+            noise = private_generator(seed, "dp-noise", ctx.round, ctx.site_index, reproducible=reproducible,
+                                      device=ctx.device)
             self.private = self.dp.make_private(readers[0].module, self.optimizers[i],
                                                 batch_generator=self.generator, noise_generator=noise)
         self.totals: dict[str, float] = {}
@@ -218,6 +223,7 @@ class SiteRound:
                         logged.update(self._update(phase, opt, batch, anchor))
         if len(idx):
             for key, value in logged.items():
+                value = value.detach() if isinstance(value, torch.Tensor) else value
                 self.totals[key] = self.totals.get(key, 0.0) + float(value) * len(idx)
             self.count += len(idx)
 

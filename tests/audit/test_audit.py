@@ -157,3 +157,30 @@ def test_gan_outcome_runs_every_gan_attack_for_a_plugin(tmp_path):
     assert set(out.tables) == {"Model inversion (latent optimisation)", "Distance to closest record"}
     for f in out.files:
         assert (tmp_path / f).stat().st_size > 100
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_membership_attacks_on_an_untrained_model_are_at_chance(tmp_path, task):
+    """An untrained model has seen no member, so the loss attack must score AUC 0.5 within its
+    confidence interval: a pool whose two sides differ in anything but membership fails this."""
+    import torch
+
+    from fedsilo.audit.registry import AuditContext
+    from fedsilo.run.folder import RunDir as Folder
+    from fedsilo.run.load import initial_weights
+    from fedsilo.tasks import make_task
+    from helpers import SEG_SHAPE, phantom_classification_config, phantom_sites, seg_config
+
+    settings = ("audit.reference_models=0", "audit.max_samples=200")
+    cfg = (phantom_classification_config(*settings) if task == "classification"
+           else seg_config(*settings, "data.volume.skip_empty=false",
+                           sites=phantom_sites(("ct", "mr"), 8, list(SEG_SHAPE))))
+    task_ = make_task(cfg)
+    model = task_.build_model()
+    model.load_state_dict(initial_weights(task_))
+    ctx = AuditContext(Folder(tmp_path, cfg), task_, model.eval(), {}, None, torch.device("cpu"), tmp_path / "audit")
+    outcome = audits_for(task)["membership"](ctx)
+    (loss,) = [r for r in outcome.attacks if r.name == "loss"]
+    summary = loss.summary()
+    assert loss.n_pos == loss.n_neg >= 20
+    assert summary["auc_ci_low"] <= 0.5 <= summary["auc_ci_high"], summary

@@ -174,3 +174,35 @@ def test_bad_synthesis_configs_are_rejected():
         pretrain_config("gan.conditional=true")
     with pytest.raises(ConfigError, match="gan.label_smoothing"):
         gan_config("gan.label_smoothing=0.7")
+
+
+def test_nearest_real_grid_shows_the_copied_training_image_under_each_sample(tmp_path):
+    from PIL import Image
+
+    from fedsilo.tasks.synthesis.data import all_images
+    from fedsilo.tasks.synthesis.grids import save_grid_png
+    from fedsilo.tasks.synthesis.task import _scale
+
+    task = make_task(gan_config())
+    real, _ = all_images(task.pooled_train())
+    copies = real[[3, 17, 42, len(real) - 1]]  # a generator that outputs copies of training images k
+    shown = task.nearest_real_grid(copies, tmp_path / "nearest.png")
+    expected = save_grid_png(torch.cat([copies, copies]), tmp_path / "expected.png", nrow=len(copies),
+                             scale=_scale(copies))
+    np.testing.assert_array_equal(np.asarray(Image.open(shown)), np.asarray(Image.open(expected)))
+
+
+def test_a_private_generators_provenance_says_what_epsilon_covers(tmp_path):
+    from fedsilo.inference.sample import sample_run
+
+    run = start_run(gan_config("privacy.mode=sample", "privacy.noise_multiplier=1.0", "federation.rounds=1",
+                               "privacy.reproducible_noise=true"), tmp_path / "dp")
+    prov = json.loads((sample_run(run.path, 8, tmp_path / "syn", seed=0) / "provenance.json").read_text())
+    privacy = prov["privacy"]
+    assert privacy["guarantee"] == "(sample-level) differential privacy" and privacy["epsilon"] > 0
+    assert privacy["noise"] == "reproducible noise: simulation only, not a privacy guarantee"
+    # unconditional: grades come from a reference classifier trained without DP
+    assert privacy["covers"].startswith("the generated images only") and "not covered by epsilon" in privacy["covers"]
+    write_run_files(run.path)
+    assert "reproducible noise: simulation only, not a privacy guarantee" in (run.path / "MODEL_CARD.md").read_text()
+    assert "reproducible noise: simulation only, not a privacy guarantee" in (run.path / "report.html").read_text()

@@ -33,7 +33,7 @@ def test_private_gan_round_trains_the_discriminator_privately_and_the_generator_
         round_.step(idx)
         # the generator's phase ran through D with per-sample gradients off: D's per-sample
         # gradients are still those of its own (private) step, one row per real image and fake
-        rows = len(idx) + round_.dp.plan.batch_size
+        rows = len(idx) + task.cfg.train.batch_size
         assert all(p.grad_sample.shape[0] == rows for p in model.discriminator.parameters())
     result = round_.finish()
     assert state["dp-steps"] == [3] and result.metrics["train_epsilon"] > 0

@@ -40,6 +40,13 @@ class PrivacySection:
         "would take its epsilon above this; when no site can train the run ends cleanly. 0 = no cap.",
         ge=0.0,
     )
+    reproducible_noise: bool = param(
+        False,
+        "Seed DP noise and Poisson sampling from experiment.seed, so a private run repeats exactly. For "
+        "simulations only: anyone who knows the seed (every party does) can regenerate the noise and remove it, "
+        "so reports say 'reproducible noise: simulation only, not a privacy guarantee' and fedsilo deploy "
+        "refuses it. false = noise and sampling are drawn from os.urandom at the site and never leave it.",
+    )
     accountant: Literal["rdp", "prv"] = param(
         "rdp", "Opacus accountant: rdp (Renyi DP) or prv (privacy loss random variables; tighter)."
     )
@@ -71,6 +78,19 @@ class PrivacySection:
     def active(self) -> bool:
         """True when training is private (a DP mode and a finite epsilon)."""
         return self.mode != "none" and self.epsilon != float("inf")
+
+    @property
+    def guarantee(self) -> str:
+        """One line on what the run's epsilon means, for reports, the model card and provenance."""
+        if not self.active:
+            return "no differential privacy"
+        if self.reproducible_noise:
+            return REPRODUCIBLE_NOISE
+        return "noise and sampling from a secure source at each site (os.urandom)"
+
+
+#: What reports print for a run with ``privacy.reproducible_noise = true``.
+REPRODUCIBLE_NOISE = "reproducible noise: simulation only, not a privacy guarantee"
 
 
 @dataclass

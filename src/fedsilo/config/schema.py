@@ -167,6 +167,11 @@ class ClassifierSection:
     hflip: bool = param(True, "Random horizontal flips in training (fundus laterality carries no grade).")
 
 
+#: Segmentation methods whose batches tie slices together, and how (refused under sample-level DP).
+PER_SAMPLE_BREAKERS = {
+    "gin+ipa": "it trains on two views of each slice as two rows (two clipped gradients per slice)",
+    "fmaug": "it mixes amplitude spectra between the slices of a batch (one slice moves the others' gradients)",
+}
 SegMethod = Literal["none", "gin", "gin+ipa", "randconv", "prorandconv", "fmaug", "raffesdg", "dsbn"]
 UNetNorm = Literal["batch", "instance", "group", "dsbn"]
 
@@ -316,6 +321,10 @@ class ExperimentConfig:
                 raise ConfigError("gan.conditional needs graded fundus images; abdominal slices have no grade "
                                   "(data.source = 'volumes')")
         if self.experiment.task == "segmentation":
+            reason = PER_SAMPLE_BREAKERS.get(self.segmentation.method)
+            if reason and self.privacy.mode == "sample" and self.privacy.active:
+                raise ConfigError(f"segmentation.method = {self.segmentation.method!r} cannot be combined with "
+                                  f"privacy.mode = 'sample': {reason}, which breaks DP-SGD's per-sample bound")
             if self.data.source != "volumes":
                 raise ConfigError(f"data.source must be 'volumes' when experiment.task = 'segmentation', "
                                   f"got {self.data.source!r}")

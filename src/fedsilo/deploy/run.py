@@ -74,6 +74,13 @@ def submit(run: RunDir, superlink: str, ca: Path, *, timeout: float | None = Non
         raise DeployError(f"flwr run exited with status {proc.returncode}; see the SuperLink's log")
 
 
+def refuse_reproducible_noise(cfg: ExperimentConfig | None) -> None:
+    """Raise :class:`DeployError` when ``cfg`` asks for seeded DP noise across real sites."""
+    if cfg is not None and cfg.privacy.active and cfg.privacy.reproducible_noise:
+        raise DeployError("privacy.reproducible_noise = true is for simulations only: every party knows "
+                          "experiment.seed and could regenerate the sites' DP noise; set it to false to deploy")
+
+
 def deploy_run(cfg: ExperimentConfig | None, superlink: str, ca: str | Path, out: str | Path, *,
                resume: bool = False, timeout: float | None = None) -> RunDir:
     """Create (or, with ``resume``, reopen) the run folder and run the experiment on the SuperLink.
@@ -81,10 +88,12 @@ def deploy_run(cfg: ExperimentConfig | None, superlink: str, ca: str | Path, out
     Raises
     ------
     DeployError
-        Bad address or CA, no SuperLink answering, or the run ended without its final state.
+        Bad address or CA, no SuperLink answering, ``privacy.reproducible_noise = true`` (real sites
+        need noise no other party can regenerate), or the run ended without its final state.
     RunDirError
         ``out`` exists (without ``resume``), or is not a run folder (with it).
     """
+    refuse_reproducible_noise(RunDir.open(out).cfg if resume else cfg)
     host, port = parse_address(superlink)
     ca = Path(ca)
     load_certificate(ca, "CA certificate")

@@ -74,6 +74,10 @@ def site_job(msg: Message, context: Context) -> SiteJob:
     job = _JOBS.get(key)
     if job is None:
         cfg = config_from_toml_text(text)
+        if "data-path" in node and cfg.privacy.active and cfg.privacy.reproducible_noise:
+            # a real site (its own data path) never uses noise the coordinator could regenerate
+            raise ValueError("this site refuses privacy.reproducible_noise = true: the coordinator knows "
+                             "experiment.seed and could regenerate and remove the site's DP noise")
         if cfg.experiment.threads:
             torch.set_num_threads(cfg.experiment.threads)
         task = make_task(cfg)

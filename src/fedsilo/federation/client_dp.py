@@ -16,9 +16,10 @@ adaptive clipping after Andrew et al., NeurIPS 2021); fedsilo wraps them in
   average has sensitivity ``C / m`` (example-weighted averaging would not match the noise);
 - honest accounting when sites drop out: with ``m' < m`` updates the effective noise multiplier
   of the round is ``sigma m' / m``;
-- seeded noise: Flower draws noise from NumPy's global generator; it is seeded per round (and its
-  previous state restored), so runs repeat exactly. (A seeded PRNG is right for research runs;
-  production deployments should draw noise from a cryptographic source.)
+- noise nobody can regenerate: Flower draws noise from NumPy's global generator; it is seeded per
+  round from ``os.urandom`` (and its previous state restored), or, with
+  ``privacy.reproducible_noise = true`` (simulation only), from the experiment seed so that runs
+  repeat exactly.
 
 Client-side clipping in Flower needs a ClientApp mod; Flower's own mods require exactly one
 ConfigRecord per message, but fedsilo messages may carry a second (site state), so
@@ -48,7 +49,7 @@ from fedsilo.config import ExperimentConfig
 from fedsilo.config.privacy_schema import PrivacySection
 from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, KeptArray
 from fedsilo.privacy.accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
-from fedsilo.seeding import derive_seed
+from fedsilo.seeding import derive_seed, secure_seed
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,13 @@ class AccountedClientDP(Strategy):
     mechanism
         ``"rdp"`` or ``"prv"``.
     seed
-        Experiment seed (seeds each round's noise).
+        Experiment seed (seeds each round's noise when ``reproducible``).
+    reproducible
+        ``privacy.reproducible_noise``; otherwise each round's noise is seeded from ``os.urandom``.
     """
 
     def __init__(self, dp: Strategy, *, noise_multiplier: float, num_sites: int, sites_per_round: int,
-                 delta: float, max_epsilon: float = 0.0, mechanism: str = "rdp", seed: int = 0) -> None:
+                 delta: float, max_epsilon: float = 0.0, mechanism: str = "rdp", seed: int = 0, reproducible: bool = False) -> None:
         self.dp = dp
         self.noise_multiplier = float(noise_multiplier)
         self.num_sites = num_sites
@@ -125,6 +128,7 @@ class AccountedClientDP(Strategy):
         self.max_epsilon = max_epsilon
         self.mechanism = mechanism
         self.seed = seed
+        self.reproducible = reproducible
         # plain list (not an Accountant) so fedsilo's strategy checkpointing captures it
         self.history: list[tuple[float, float, int]] = []
 
@@ -163,7 +167,8 @@ class AccountedClientDP(Strategy):
             reply.content.metric_records[METRICS][NUM_EXAMPLES] = 1  # equal weights: sensitivity C / m
             reply.content.array_records[ARRAYS] = _float_arrays(reply.content.array_records[ARRAYS])
         state = np.random.get_state()
-        np.random.seed(derive_seed(self.seed, "client-dp-noise", server_round) % 2**32)
+        seed = derive_seed(self.seed, "client-dp-noise", server_round) if self.reproducible else secure_seed()
+        np.random.seed(seed % 2**32)
         try:
             arrays, metrics = self.dp.aggregate_train(server_round, replies)
         finally:
@@ -202,7 +207,7 @@ def wrap_client_dp(base: Strategy, cfg: ExperimentConfig, sites_per_round: int) 
     dp = build_dp_wrapper(base, privacy, sigma, sites_per_round)
     return AccountedClientDP(dp, noise_multiplier=sigma, num_sites=fed.num_sites, sites_per_round=sites_per_round,
                              delta=delta, max_epsilon=privacy.max_epsilon, mechanism=privacy.accountant,
-                             seed=cfg.experiment.seed)
+                             seed=cfg.experiment.seed, reproducible=privacy.reproducible_noise)
 
 
 def client_clipping_mod(msg: Message, context: Context, call_next: Any) -> Message:

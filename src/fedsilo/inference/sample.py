@@ -96,6 +96,16 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
     return out
 
 
+def _covered(label_source: str) -> str:
+    """What a DP generator's epsilon covers in the released set (the images; predicted grades not)."""
+    if label_source.startswith("predicted"):
+        return ("the generated images only: the grades in labels.csv are " + label_source
+                + ", without differential privacy, so they are not covered by epsilon")
+    if label_source.startswith("none"):
+        return "the generated images (they carry no labels)"
+    return "the generated images and their labels (the labels are the generator's own conditioning input)"
+
+
 def _provenance(trained: Any, n: int, grade: int | None, seed: int, label_source: str,
                 labels: np.ndarray) -> dict[str, Any]:
     from fedsilo.report.summary import privacy_spent
@@ -107,8 +117,10 @@ def _provenance(trained: Any, n: int, grade: int | None, seed: int, label_source
         spent = privacy_spent(run)
         eps = spent.get("epsilon")
         privacy = {"guarantee": f"({cfg.privacy.mode}-level) differential privacy", "mode": cfg.privacy.mode,
+                   "noise": cfg.privacy.guarantee,
                    "epsilon": "inf" if isinstance(eps, float) and math.isinf(eps) else eps,
-                   "delta": spent.get("delta"), "site_epsilon": spent.get("site_epsilon")}
+                   "delta": spent.get("delta"), "site_epsilon": spent.get("site_epsilon"),
+                   "covers": _covered(label_source)}
     env = run.read_env()
     return {
         "run": str(run.path),

@@ -24,9 +24,11 @@ what federation needs around it:
   outputs and is private by post-processing (Xie et al., "Differentially private GAN",
   arXiv:1802.06739; Torkzadehmahani et al., CVPR-W 2019).
 
-Noise and Poisson sampling draw from seeded ``torch.Generator`` s so runs repeat exactly; that is
-right for research, while a production deployment would use Opacus' ``secure_mode`` (a
-cryptographic generator, ``torchcsprng``), which fedsilo does not enable.
+Noise and Poisson sampling draw from ``torch.Generator`` s the caller passes in. The training
+loop seeds them from ``os.urandom`` at the site (:func:`fedsilo.seeding.private_generator`), so no
+other party can regenerate the noise; with ``privacy.reproducible_noise = true`` (simulations
+only) they are seeded from the experiment seed and a private run repeats exactly. Opacus'
+``secure_mode`` (``torchcsprng``) is not packaged for this torch.
 """
 
 from __future__ import annotations
@@ -205,8 +207,8 @@ class PrivateTrainer:
         self.plan = plan
         self.accountant = accountant
         with warnings.catch_warnings():
-            # "Secure RNG turned off": noise is drawn from the seeded noise_generator on purpose
-            # (reproducible research runs); see the module docstring.
+            # "Secure RNG turned off": noise comes from the noise_generator we pass (seeded from
+            # os.urandom unless privacy.reproducible_noise); see the module docstring.
             warnings.simplefilter("ignore", UserWarning)
             self.engine = PrivacyEngine(accountant=plan.accountant)
         self.engine.accountant = accountant.opacus()

@@ -164,6 +164,9 @@ def _final_section(run: RunDir) -> Section:
 
 def _privacy_section(run: RunDir, rows: list[dict]) -> Section:
     parts, metrics = [], []
+    privacy = run.cfg.privacy
+    if privacy.active:
+        parts.append(f"<p>Differential privacy ({esc(privacy.mode)} level): {esc(privacy.guarantee)}.</p>")
     eps = [m for m in ("train_epsilon", "epsilon") if plots.series(rows, m)]
     if eps:
         parts.append(img(plots.curves_png(rows, eps, title="privacy budget spent"), "epsilon"))
@@ -175,8 +178,9 @@ def _privacy_section(run: RunDir, rows: list[dict]) -> Section:
             numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
             parts.append(f"<h3>{esc(name)}</h3>" + table(list(numbers), [[fmt(v) for v in numbers.values()]]))
             metrics += list(numbers)
-            if result.get("note"):
-                parts.append(f"<div class='note'>{esc(result['note'])}</div>")
+            for note in (result.get("note"), (result.get("details") or {}).get("bound")):
+                if note:
+                    parts.append(f"<div class='note'>{esc(note)}</div>")
         for png in sorted(run.path.glob("audit/*.png")):
             parts.append(img_file(png, png.stem))
     if not parts:

@@ -119,7 +119,7 @@ def _privacy(run: RunDir) -> str:
         eps_text = "∞ (DP layers without noise)" if eps is not None and math.isinf(eps) else fmt(eps, 3)
         level = "each training sample of a site" if p.mode == "sample" else "each site's whole contribution"
         text += (f"Differential privacy ({p.mode} level, protects {level}): epsilon spent {eps_text}, "
-                 f"delta {fmt(spent.get('delta'), 8)}.\n")
+                 f"delta {fmt(spent.get('delta'), 8)}; {p.guarantee}.\n")
     audit = run.path / "audit.json"
     if audit.exists():
         summary = json.loads(audit.read_text(encoding="utf-8")).get("summary", {})

@@ -227,4 +227,5 @@ def privacy_spent(run: RunDir) -> dict[str, Any]:
         out["delta"] = rows["global"].get("privacy_delta")
     if not p.active:
         out["epsilon"] = math.inf
+    out["noise"] = p.guarantee
     return out

@@ -50,9 +50,9 @@ class TrainContext:
         Set by the training loop: the round's seeded generator, which draws the batch order
         and then each batch's random choices (flips, a GAN's latent codes), in that order.
     private_batch_size
-        Set by the training loop under sample-level DP: DP-SGD's expected batch size (the
-        average's denominator), which a task uses for anything it adds per step that must not
-        depend on the real batch (a GAN's number of fakes); None without sample-level DP.
+        Set by the training loop under sample-level DP: ``train.batch_size``, the nominal expected
+        batch size, which a task uses for anything it adds per step that must depend neither on the
+        real batch nor on the site's data size (a GAN's number of fakes); None without sample-level DP.
     """
 
     round: int

@@ -57,6 +57,22 @@ def auc_score(member_scores: Any, nonmember_scores: Any) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
+def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.96) -> tuple[float, float]:
+    """Approximate 95% confidence interval of an AUC (Hanley and McNeil, Radiology 1982).
+
+    Standard error from the AUC and the two sample sizes, ``A(1-A) + (n_pos-1)(Q1-A^2) +
+    (n_neg-1)(Q2-A^2)`` over ``n_pos n_neg`` with ``Q1 = A/(2-A)``, ``Q2 = 2A^2/(1+A)``; clipped
+    to [0, 1]. At chance (A = 0.5) and n per side it is about ``0.5 +- z / sqrt(6 n)``.
+    """
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"n_pos and n_neg must be >= 1, got {n_pos} and {n_neg}")
+    a = float(auc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    half = z * math.sqrt(max(var, 0.0))
+    return max(0.0, a - half), min(1.0, a + half)
+
+
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """Largest TPR whose FPR is at most ``target`` (no interpolation: an achievable threshold)."""
     if not 0.0 <= target <= 1.0:
@@ -110,7 +126,8 @@ class AttackResult:
 
     def summary(self) -> dict[str, float]:
         """Headline numbers (for tables and sweep columns)."""
-        return {"auc": self.auc, "balanced_accuracy": self.balanced_accuracy,
+        low, high = auc_interval(self.auc, self.n_pos, self.n_neg)
+        return {"auc": self.auc, "auc_ci_low": low, "auc_ci_high": high, "balanced_accuracy": self.balanced_accuracy,
                 "tpr_at_0.1%_fpr": self.tpr_at_0_1pct_fpr, "tpr_at_1%_fpr": self.tpr_at_1pct_fpr}
 
     def to_dict(self, max_points: int = 200) -> dict[str, Any]:

@@ -3,13 +3,15 @@ patients vs slices of patients it never trained on) and gradient inversion of a 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedsilo.audit.registry import AuditContext, AuditOutcome, register_audit
-from fedsilo.audit.tasks.common import gradient_inversion_outcome, membership_outcome
+from fedsilo.audit.tasks.common import gradient_inversion_outcome, matched_indices, membership_outcome
 from fedsilo.data.labels import IGNORE_INDEX
 
 
@@ -34,6 +36,13 @@ class FromSymmetric(nn.Module):
         return self.model((x + 1) / 2)
 
 
+def organ_slices(slices: Any) -> np.ndarray:
+    """Indices of the slices (of a ``SliceDataset``) whose label map shows at least one organ."""
+    if not len(slices):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(slices.labels.flatten(1).max(1).values > 0)
+
+
 def _members_and_nonmembers(ctx: AuditContext):
     from fedsilo.data.abdomen import SliceDataset
 
@@ -54,18 +63,21 @@ def membership(ctx: AuditContext) -> AuditOutcome:
     from fedsilo.data.abdomen import SliceDataset
 
     members, nonmembers, source = _members_and_nonmembers(ctx)
-    members = members.subset(np.flatnonzero(members.labels.flatten(1).max(1).values > 0)) if len(members) else members
-    k = min(ctx.settings.max_samples, len(members), len(nonmembers))
+    target_size = len(members)
+    # one selection for both pools: otherwise the attack partly measures "this slice shows an organ"
+    members, nonmembers = members.subset(organ_slices(members)), nonmembers.subset(organ_slices(nonmembers))
+    mi, ni = matched_indices(members.modalities, nonmembers.modalities, ctx.settings.max_samples,
+                             np.random.default_rng(ctx.seed("membership-pool")))
+    k = len(mi)
     if k < 2:
         return AuditOutcome(notes=[f"Membership inference skipped: {len(members)} member slices, "
-                                   f"{len(nonmembers)} non-member slices."])
-    rng = np.random.default_rng(ctx.seed("membership-pool"))
-    pool = SliceDataset.concat([members.subset(np.sort(rng.choice(len(members), k, replace=False))),
-                                nonmembers.subset(np.sort(rng.choice(len(nonmembers), k, replace=False)))])
+                                   f"{len(nonmembers)} non-member slices, {k} of each modality-matched."])
+    pool = SliceDataset.concat([members.subset(mi), nonmembers.subset(ni)])
     x, y, _ = pool.batch(torch.arange(len(pool)))
     is_member = np.r_[np.ones(k, dtype=bool), np.zeros(k, dtype=bool)]
-    outcome = membership_outcome(ctx, pool, x, y, is_member, segmentation_losses, SliceDataset.subset)
-    outcome.notes.append(f"Slices with organs of training patients vs slices of {source} (patient-level split: "
+    outcome = membership_outcome(ctx, pool, x, y, is_member, segmentation_losses, SliceDataset.subset,
+                                 target_size=target_size)
+    outcome.notes.append(f"Slices with organs of training patients vs as many slices with organs of each modality of {source} (patient-level split: "
                          f"no patient is on both sides).")
     return outcome
 
@@ -74,7 +86,7 @@ def membership(ctx: AuditContext) -> AuditOutcome:
 def gradient_inversion(ctx: AuditContext) -> AuditOutcome:
     """Gradient inversion of simulated updates on slices of the first site (label maps given)."""
     site = ctx.task.federated_data().sites[ctx.site or 0].train
-    with_organs = np.flatnonzero(site.labels.flatten(1).max(1).values > 0) if len(site) else np.zeros(0, int)
+    with_organs = organ_slices(site)
     n = min(len(with_organs), max(ctx.settings.inversion_batch_sizes))
     if n < 1:
         return AuditOutcome(notes=["Gradient inversion skipped: the site has no slice with an organ."])

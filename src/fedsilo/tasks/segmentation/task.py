@@ -93,13 +93,22 @@ class SegmentationTask(Task):
 
     # -- learning ------------------------------------------------------------------------------
 
+    @property
+    def _private(self) -> bool:
+        """Sample-level DP-SGD: each slice's gradient must depend on that slice alone."""
+        return self.cfg.privacy.mode == "sample" and self.cfg.privacy.active
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         s = self.cfg.segmentation
-        # DP-SGD clips each slice's gradient: the loss must be a mean of per-slice terms, so the soft
-        # Dice is taken per slice instead of over the batch (batch Dice couples the slices)
-        private = self.cfg.privacy.mode == "sample" and self.cfg.privacy.active
-        return masked_dice_ce(logits, y, mask, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce,
-                              batch_dice=not private)
+        if not self._private:
+            return masked_dice_ce(logits, y, mask, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce)
+        # DP-SGD clips each slice's gradient, so a slice's gradient must not depend on the others:
+        # the loss is the mean over slices of each slice's own Dice + CE (batch Dice, and CE or Dice
+        # averaged over the batch's voxels or class pairs, would couple the slices)
+        per_slice = [masked_dice_ce(logits[i:i + 1], y[i:i + 1], mask[i:i + 1] if mask.ndim == 2 else mask,
+                                    lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce, batch_dice=False)
+                     for i in range(len(logits))]
+        return torch.stack(per_slice).mean()
 
     def _step_loss(self, model: nn.Module, augment: Any, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                    mods: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -112,7 +121,13 @@ class SegmentationTask(Task):
             seg = 0.5 * (self._loss(l1, y, mask) + self._loss(l2, y, mask))
             cons = consistency_loss([l1, l2], self.cfg.augment.consistency_kind)
             return seg + self.cfg.augment.consistency_weight * cons, seg, cons
-        seg = self._loss(forward_by_domain(model, augment(x), mods, dsbn), y, mask)
+        if self._private:
+            # one draw per slice, slice after slice: a slice's view never depends on how many slices
+            # share its batch (one added slice leaves the others' views, and gradients, unchanged)
+            views = torch.cat([augment(x[i:i + 1]) for i in range(len(x))]) if len(x) else x
+        else:
+            views = augment(x)
+        seg = self._loss(forward_by_domain(model, views, mods, dsbn), y, mask)
         return seg, seg, None
 
     def local_steps(self, model: nn.Module, data: SliceDataset, ctx: TrainContext) -> LocalSteps:

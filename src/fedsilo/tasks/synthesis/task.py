@@ -249,7 +249,7 @@ class SynthesisTask(Task):
     def nearest_real_grid(self, fake: torch.Tensor, path: Path) -> Path:
         """Top row: generated images; bottom row: the closest pooled training image of each (pixels)."""
         real, _ = all_images(self.pooled_train())
-        _, idx = nearest_neighbours(fake.cpu(), real, k=1)
+        idx, _ = nearest_neighbours(fake.cpu(), real, k=1)
         return save_grid_png(torch.cat([fake.cpu(), real[idx[:, 0].long()]]), path, nrow=len(fake), scale=_scale(fake))
 
     # -- use ------------------------------------------------------------------------------------

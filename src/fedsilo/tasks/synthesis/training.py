@@ -32,9 +32,9 @@ def fake_labels(real_labels: torch.Tensor, conditional: bool, gen: torch.Generat
 
 
 class PrivateFakes:
-    """Fakes for DP-SGD steps: always ``m`` of them (the expected batch size), grades uniform over
-    the DR grades when conditional, drawn from a generator of their own, so that nothing about them
-    depends on the site's real batch.
+    """Fakes for DP-SGD steps: always ``m`` of them (``train.batch_size``, whatever the real batch
+    and the site's size), grades uniform over the DR grades when conditional, drawn from a
+    generator of their own, so that nothing about them depends on the site's real data.
 
     Parameters
     ----------
