@@ -29,11 +29,13 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fedsilo.config.schema import TrainSection
 from fedsilo.data.images import batches_per_epoch, iterate_batches
+from fedsilo.privacy.canaries import GradientCanaries, canary_rows, draw_canaries
 from fedsilo.privacy.dp import PrivateTrainer, SiteDP
 from fedsilo.progress import current
 from fedsilo.seeding import derive_seed, private_generator, seed_torch
@@ -134,6 +136,31 @@ def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextM
 # --------------------------------------------------------------------------------------------
 
 
+def private_submodule(task: Task, model: nn.Module) -> nn.Module:
+    """The part of ``model`` that DP-SGD trains (:attr:`Task.private_module`)."""
+    return model.get_submodule(task.private_module) if task.private_module else model
+
+
+def run_canaries(task: Task, model: nn.Module) -> GradientCanaries | None:
+    """The run's audit canaries (``privacy.canaries``) on the private module's weights, or None
+    (none asked for, or no sample-level DP-SGD to put them in)."""
+    p = task.cfg.privacy
+    if not p.canaries or p.mode != "sample" or not p.active:
+        return None
+    prefix = task.private_module + "." if task.private_module else ""
+    params = [(prefix + name, w.shape) for name, w in private_submodule(task, model).named_parameters()
+              if w.requires_grad]
+    # a centralised run trains one pooled data set: every canary is in it
+    sites = 1 if task.cfg.experiment.mode == "centralised" else task.cfg.federation.num_sites
+    return draw_canaries(params, p.canaries, sites, task.cfg.experiment.seed)
+
+
+def site_canaries(task: Task, model: nn.Module, site_index: int) -> GradientCanaries | None:
+    """The canaries whose slots are in site ``site_index``'s data set, or None."""
+    canaries = run_canaries(task, model)
+    return canaries.at_site(site_index) if canaries is not None else None
+
+
 class SiteRound:
     """One round of local training of ``model`` (in place) on a site's ``data``.
 
@@ -174,6 +201,9 @@ class SiteRound:
         seed_torch(derive_seed(seed, "dropout", ctx.round, ctx.site_index), ctx.device)
         model.to(ctx.device).train()
         self.num_steps = num_round_batches(self.n, cfg.train)
+        # audit canaries (privacy.canaries): further members of the site's data set, Poisson-sampled at
+        # the rate of its samples (the plan, and the real samples' sampling, do not depend on them)
+        self.canaries = site_canaries(task, model, ctx.site_index) if self.n else None
         self.dp = SiteDP.begin(cfg.privacy, n=self.n, batch_size=cfg.train.batch_size,
                                steps_per_round=self.num_steps, rounds=self.rounds,
                                site_state=ctx.site_state) if self.n else None
@@ -192,8 +222,13 @@ class SiteRound:
             i = self.steps.phases.index(readers[0])
             noise = private_generator(seed, "dp-noise", ctx.round, ctx.site_index, reproducible=reproducible,
                                       device=ctx.device)
+            if readers[0].module is not private_submodule(task, model):
+                raise ValueError(f"task {task.name!r}: the phase that reads data must train "
+                                 f"{task.private_module or 'the whole model'!r} (Task.private_module)")
             self.private = self.dp.make_private(readers[0].module, self.optimizers[i],
                                                 batch_generator=self.generator, noise_generator=noise)
+            names = {id(p): name for name, p in model.named_parameters()}
+            self.canary_params = [(names[id(p)], p) for p in self.private.optimizer.params]
         self.totals: dict[str, float] = {}
         self.count = 0
 
@@ -212,12 +247,17 @@ class SiteRound:
 
     def step(self, idx: torch.Tensor) -> None:
         """Every phase's update(s) on the batch ``idx`` ``(B,)`` (B may be 0 under DP-SGD)."""
+        slots = None
+        if self.canaries is not None and self.private is not None:
+            # each canary joins the step's Poisson batch with the samples' rate q
+            drawn = torch.rand(len(self.canaries), generator=self.generator) < self.private.plan.sample_rate
+            slots = np.flatnonzero(drawn.numpy())
         batch = self.steps.prepare(idx)
         logged: dict[str, float | torch.Tensor] = {}
         for phase, opt, anchor in zip(self.steps.phases, self.optimizers, self.anchors, strict=True):
             for _ in range(phase.repeats):
                 if self.private is not None and phase.reads_data:
-                    logged.update(self._private_update(phase, batch, len(idx), anchor))
+                    logged.update(self._private_update(phase, batch, len(idx), anchor, slots))
                 else:
                     with self._no_grad_sample():
                         logged.update(self._update(phase, opt, batch, anchor))
@@ -236,20 +276,23 @@ class SiteRound:
         opt.step()
         return logged
 
-    def _private_update(self, phase: Phase, batch: Any, size: int,
-                        anchor: Mapping[str, torch.Tensor] | None) -> dict[str, float | torch.Tensor]:
+    def _private_update(self, phase: Phase, batch: Any, size: int, anchor: Mapping[str, torch.Tensor] | None,
+                        slots: np.ndarray | None = None) -> dict[str, float | torch.Tensor]:
         private = self.private
         assert private is not None
+        rows = None
+        if slots is not None and self.canaries is not None:
+            rows = canary_rows(self.canary_params, self.canaries, slots, private.plan.max_grad_norm)
         # FedProx's pull towards the global model is data-independent: added after the noise
         prox = (lambda: add_proximal_grad(phase.module, anchor, self.ctx.proximal_mu)) if anchor else None
         private.optimizer.zero_grad(set_to_none=True)
         if not size and not phase.has_own_rows:
-            private.noise_step(prox)
+            private.noise_step(prox, rows)
             return {}
         with autocast(self.amp, self.ctx.device):
             loss, logged = phase.loss(private.module, batch)
         loss.backward()
-        private.step(prox)
+        private.step(prox, rows)
         return logged
 
     def _no_grad_sample(self) -> contextlib.AbstractContextManager[None]:

@@ -41,7 +41,11 @@ def test_audit_cli_writes_json_markdown_and_plots(tiny_cfg, tmp_path, capsys):
     report = json.loads((run.path / "audit.json").read_text())
     assert set(report["attacks"]) == {"loss", "lira", "rmia"}
     loss = report["attacks"]["loss"]
-    assert 0.0 <= loss["auc"] <= 1.0 and loss["n_pos"] == loss["n_neg"] == 40
+    # 40 per side requested, 39 of them grade-matched (as many of each grade as the other side has)
+    assert loss["auc_ci_low"] < loss["auc"] < loss["auc_ci_high"] and loss["n_pos"] == loss["n_neg"] == 39
+    # each reference model trains on half the pool (39), the attacked model on every site's images
+    assert report["attacks"]["lira"]["details"]["bound"].startswith("lower bound: each reference model trains on 39")
+    assert "bound" not in loss["details"]
     assert report["privacy"]["mode"] == "sample" and report["privacy"]["epsilon"] > 0
     assert set(report["privacy"]["site_epsilon"]) == {"site-1", "site-2"}
     gi = report["tables"]["Gradient inversion"]
@@ -60,7 +64,7 @@ def test_audit_cli_writes_json_markdown_and_plots(tiny_cfg, tmp_path, capsys):
 def test_local_mode_audits_a_sites_own_model(tiny_cfg, tmp_path):
     run = start_run(tiny_cfg("experiment.mode=local", "federation.rounds=1"), tmp_path / "run")
     report = run_audit(run.path, ["membership"], ["audit.reference_models=0", "audit.max_samples=20"])
-    assert set(report["attacks"]) == {"loss"} and report["attacks"]["loss"]["n_pos"] == 20
+    assert set(report["attacks"]) == {"loss"} and report["attacks"]["loss"]["n_pos"] == 18  # grade-matched of 20
     assert report["privacy"]["epsilon"] == "inf"  # no DP (JSON has no infinity)
     import torch
 
@@ -73,7 +77,7 @@ def test_local_mode_audits_a_sites_own_model(tiny_cfg, tmp_path):
 
 def test_audit_errors(tiny_cfg, tmp_path, monkeypatch):
     run = start_run(tiny_cfg("federation.rounds=1"), tmp_path / "run")
-    with pytest.raises(ConfigError, match=r"audit.attacks must be among membership, gradient_inversion, got \['lira'\]"):
+    with pytest.raises(ConfigError, match=r"audit.attacks must be among membership, gradient_inversion, dp-canary, got \['lira'\]"):
         run_audit(run.path, ["lira"])
     with pytest.raises(ConfigError, match="only changes audit.\\* keys"):
         run_audit(run.path, overrides=["train.lr=0.1"])
@@ -91,8 +95,10 @@ def test_plugins_register_by_task():
     def noop(ctx):
         return AuditOutcome(summary={"x": 1.0})
 
-    assert audits_for("toy-task") == {"noop": noop}
-    assert set(audits_for("classification")) == {"membership", "gradient_inversion"}
+    from fedsilo.audit.tasks.canary import dp_canary
+
+    assert audits_for("toy-task") == {"noop": noop, "dp-canary": dp_canary}  # the canary audit serves every task
+    assert set(audits_for("classification")) == {"membership", "gradient_inversion", "dp-canary"}
 
 
 def test_privacy_sweep_over_epsilon_with_audit_columns(tiny_npz, tmp_path):

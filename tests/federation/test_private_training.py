@@ -14,6 +14,7 @@ from fedsilo.config import ConfigError
 from fedsilo.federation.client_dp import build_dp_wrapper, client_clipping_mod, client_dp_noise
 from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS
 from fedsilo.privacy.accounting import epsilon_for
+from fedsilo.rounds import FederationError
 from fedsilo.run.folder import RunDirError
 from fedsilo.run.loop import RunInterrupted
 from fedsilo.run.start import resume_run, start_run
@@ -160,3 +161,43 @@ def test_client_level_dp_config_errors(tiny_cfg):
         build_dp_wrapper(FedAvg(), privacy, 1.0, 3)
     with pytest.raises(ValueError, match=r"sites_per_round must be in \[1, 3\], got 4"):
         client_dp_noise(privacy, 3, 4, 10)
+
+
+def _ledger_nodes(tmp_path, cap: float = 0.0) -> list[dict]:
+    return [{"partition-id": i, "num-partitions": 2, "privacy-ledger": str(tmp_path / f"ledger-{i}"),
+             **({"max-epsilon": cap} if cap else {})} for i in range(2)]
+
+
+def _run_on_ledgers(cfg, out, nodes):
+    from fedsilo.federation import client_app
+    from fedsilo.federation.inprocess import InProcessGrid, run_on_grid
+    from fedsilo.run.app import make_server_app
+    from fedsilo.run.folder import RunDir
+
+    run = RunDir.create(out, cfg, "local")
+    run_on_grid(make_server_app(run.path), InProcessGrid(client_app.app, nodes))
+    return run
+
+
+def test_a_coordinator_that_resets_the_history_meets_the_sites_ledger(tiny_cfg, tmp_path):
+    probe = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=2"), tmp_path / "probe")
+    two_rounds = max(_site_eps(_rows(probe.path), s, 2) for s in ("site-1", "site-2"))
+    cfg = tiny_cfg(*SAMPLE_DP, "federation.rounds=2", f"privacy.max_epsilon={two_rounds * 1.1}")
+    first = _run_on_ledgers(cfg, tmp_path / "first", _ledger_nodes(tmp_path))
+    assert torch.load(first.final_path, weights_only=False)["round"] == 2
+    ledger = json.loads((tmp_path / "ledger-0" / "tiny.json").read_text())
+    assert sum(ledger["dp-steps"]) == sum(torch.load(first.final_path, weights_only=False)["site_state"]["site-1"]["dp-steps"])
+    # the same study again from epsilon 0: the sites know better and refuse the round
+    with pytest.raises(FederationError, match=r"rejected: site-1: site reported an error: PrivacyBudgetExhausted: "
+                                              r"another round would take this site's epsilon to"):
+        _run_on_ledgers(cfg, tmp_path / "again", _ledger_nodes(tmp_path))
+
+
+def test_a_sites_own_cap_holds_whatever_the_config_says(tiny_cfg, tmp_path):
+    probe = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=1"), tmp_path / "probe")
+    one_round = max(_site_eps(_rows(probe.path), s, 1) for s in ("site-1", "site-2"))
+    cfg = tiny_cfg(*SAMPLE_DP, "federation.rounds=3")  # no privacy.max_epsilon
+    run = _run_on_ledgers(cfg, tmp_path / "run", _ledger_nodes(tmp_path, cap=one_round * 1.1))
+    final = torch.load(run.final_path, weights_only=False)
+    assert final["round"] == 1 and final["stopped_early"]
+    assert all(_site_eps(_rows(run.path), s, 1) <= one_round * 1.1 for s in ("site-1", "site-2"))

@@ -16,7 +16,7 @@ import torch
 
 from fedsilo.config import ConfigError
 from fedsilo.deploy.certs import DeployError
-from fedsilo.deploy.run import refuse_reproducible_noise
+from fedsilo.deploy.run import refuse_simulation_only
 from fedsilo.run.load import initial_weights
 from fedsilo.tasks import TrainContext, make_task
 from fedsilo.training import SiteRound
@@ -130,8 +130,8 @@ def test_noise_is_secure_unless_reproducible_noise_is_asked_for():
     assert torch.equal(one_round(seeded), one_round(seeded))
     assert seeded.privacy.guarantee == "reproducible noise: simulation only, not a privacy guarantee"
     with pytest.raises(DeployError, match="privacy.reproducible_noise = true is for simulations only"):
-        refuse_reproducible_noise(seeded)
-    refuse_reproducible_noise(cfg)  # secure noise deploys
+        refuse_simulation_only(seeded)
+    refuse_simulation_only(cfg)  # secure noise deploys
 
 
 @pytest.mark.parametrize("method", ["gin+ipa", "fmaug"])

@@ -120,6 +120,10 @@ class AuditOutcome:
 
 AuditFn = Callable[[AuditContext], AuditOutcome]
 _AUDITS: dict[str, dict[str, AuditFn]] = {}
+#: ``register_audit(ANY_TASK, name)`` offers an audit to every task (e.g. the DP canary audit).
+ANY_TASK = "*"
+#: Modules of audits that serve every task, imported with any task's own.
+_GENERIC = ("fedsilo.audit.tasks.canary",)
 
 
 def register_audit(task: str, name: str) -> Callable[[AuditFn], AuditFn]:
@@ -133,13 +137,16 @@ def register_audit(task: str, name: str) -> Callable[[AuditFn], AuditFn]:
 
 
 def audits_for(task: str) -> dict[str, AuditFn]:
-    """The audits registered for ``task`` (importing ``fedsilo.audit.tasks.<task>`` first)."""
+    """The audits registered for ``task`` and for every task (importing ``fedsilo.audit.tasks.<task>``
+    and the generic audit modules first)."""
+    for module in _GENERIC:
+        importlib.import_module(module)
     try:
         importlib.import_module(f"fedsilo.audit.tasks.{task}")
     except ModuleNotFoundError as exc:
         if exc.name != f"fedsilo.audit.tasks.{task}":
             raise
-    return dict(_AUDITS.get(task, {}))
+    return {**_AUDITS.get(task, {}), **_AUDITS.get(ANY_TASK, {})}
 
 
 def _with_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--data", required=True, help="the site's data: a MedMNIST-layout .npz or an image folder + CSV")
     sn.add_argument("--superlink", default="127.0.0.1:9093", help="HOST:PORT of the SuperLink")
     sn.add_argument("--port", type=int, default=9094, help="local ClientApp API port (distinct per SuperNode on a host)")
+    sn.add_argument("--ledger", help="folder of the site's own privacy ledger (default: privacy-ledger/ beside its key)")
+    sn.add_argument("--max-epsilon", type=float, default=0.0,
+                    help="the site's own epsilon cap per study, whatever the coordinator's config says (0 = none)")
     dr = dsub2.add_parser("run", help="run an experiment on the deployment; results in a run folder")
     dr.add_argument("config", nargs="?", help="experiment TOML file")
     dr.add_argument("--superlink", default="127.0.0.1:9093", help="HOST:PORT of the SuperLink")

@@ -47,6 +47,15 @@ class PrivacySection:
         "so reports say 'reproducible noise: simulation only, not a privacy guarantee' and fedsilo deploy "
         "refuses it. false = noise and sampling are drawn from os.urandom at the site and never leave it.",
     )
+    canaries: int = param(
+        0,
+        "One-run privacy audit (Steinke et al., NeurIPS 2023): this many gradient canaries, extra slots of the "
+        "sites' data sets whose per-sample gradient is C on one weight, each real with probability 1/2 by a "
+        "coin the auditor redraws from experiment.seed; `fedsilo audit RUN_DIR --attacks dp-canary` turns how "
+        "far their weights moved into an epsilon lower bound. Needs privacy.mode = 'sample'; simulation only "
+        "(fedsilo deploy refuses it). Canaries touch single weights, never data or metrics. 0 = none.",
+        ge=0,
+    )
     accountant: Literal["rdp", "prv"] = param(
         "rdp", "Opacus accountant: rdp (Renyi DP) or prv (privacy loss random variables; tighter)."
     )

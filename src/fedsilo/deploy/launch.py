@@ -66,9 +66,13 @@ def superlink_command(certs: Path, host: str, port: int, database: Path) -> list
             "--database", str(database)]
 
 
-def supernode_command(bundle: SiteBundle, superlink: str, data: Path, port: int) -> list[str]:
-    """The ``flower-supernode`` command line for one site."""
-    node_config = f'data-path="{data}" site-name="{bundle.name}" site-index={bundle.index}'
+def supernode_command(bundle: SiteBundle, superlink: str, data: Path, port: int, ledger: Path | None = None,
+                      max_epsilon: float = 0.0) -> list[str]:
+    """The ``flower-supernode`` command line for one site; its privacy ledger lives in ``ledger``
+    (default: ``privacy-ledger/`` beside the site's private key)."""
+    ledger = ledger or bundle.private_key.parent / "privacy-ledger"
+    node_config = (f'data-path="{data}" site-name="{bundle.name}" site-index={bundle.index} '
+                   f'privacy-ledger="{Path(ledger).resolve()}"' + (f" max-epsilon={float(max_epsilon)}" if max_epsilon else ""))
     return [_exe("flower-supernode"), "--root-certificates", str(bundle.ca_cert), "--superlink", superlink,
             "--auth-supernode-private-key", str(bundle.private_key), "--node-config", node_config,
             "--port", str(port)]
@@ -189,7 +193,7 @@ def run_superlink(certs: str | Path, address: str = "0.0.0.0:9093", *, database:
 
 
 def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str, *, port: int = 9094,
-                  check_tls: bool = True) -> int:
+                  check_tls: bool = True, ledger: str | Path | None = None, max_epsilon: float = 0.0) -> int:
     """Start one site's SuperNode (replaces this process with ``flower-supernode``).
 
     Parameters
@@ -205,7 +209,13 @@ def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str
         ``HOST:PORT`` of the SuperLink (outbound connection from the site).
     port
         Local port of the SuperNode's ClientApp API (loopback; distinct per SuperNode on a host).
+    ledger, max_epsilon
+        The site's own privacy ledger folder (default ``privacy-ledger/`` beside its private key)
+        and epsilon cap (0 = the study's ``privacy.max_epsilon`` only); see
+        :mod:`fedsilo.federation.ledger`.
     """
+    if max_epsilon < 0:
+        raise DeployError(f"--max-epsilon must be >= 0, got {max_epsilon}")
     bundle = read_site_bundle(certs, site)
     host, link_port = parse_address(superlink)
     ca = load_certificate(bundle.ca_cert, "CA certificate")
@@ -216,7 +226,7 @@ def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str
         raise DeployError(f"--data {data}: no such file or folder")
     if check_tls and not tls_handshake(host, link_port, bundle.ca_cert):
         logger.warning("No SuperLink answers at %s yet; the SuperNode will keep retrying", superlink)
-    cmd = supernode_command(bundle, superlink, data, port)
+    cmd = supernode_command(bundle, superlink, data, port, Path(ledger) if ledger else None, max_epsilon)
     logger.info("Starting SuperNode of %s: %s", site, " ".join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -74,11 +74,15 @@ def submit(run: RunDir, superlink: str, ca: Path, *, timeout: float | None = Non
         raise DeployError(f"flwr run exited with status {proc.returncode}; see the SuperLink's log")
 
 
-def refuse_reproducible_noise(cfg: ExperimentConfig | None) -> None:
-    """Raise :class:`DeployError` when ``cfg`` asks for seeded DP noise across real sites."""
+def refuse_simulation_only(cfg: ExperimentConfig | None) -> None:
+    """Raise :class:`DeployError` when ``cfg`` asks for what only a simulation may do across real
+    sites: seeded DP noise, or audit canaries (their coins come from the experiment seed)."""
     if cfg is not None and cfg.privacy.active and cfg.privacy.reproducible_noise:
         raise DeployError("privacy.reproducible_noise = true is for simulations only: every party knows "
                           "experiment.seed and could regenerate the sites' DP noise; set it to false to deploy")
+    if cfg is not None and cfg.privacy.canaries:
+        raise DeployError("privacy.canaries is for simulations only (the audit's secret coins come from "
+                          "experiment.seed); set it to 0 to deploy")
 
 
 def deploy_run(cfg: ExperimentConfig | None, superlink: str, ca: str | Path, out: str | Path, *,
@@ -93,7 +97,7 @@ def deploy_run(cfg: ExperimentConfig | None, superlink: str, ca: str | Path, out
     RunDirError
         ``out`` exists (without ``resume``), or is not a run folder (with it).
     """
-    refuse_reproducible_noise(RunDir.open(out).cfg if resume else cfg)
+    refuse_simulation_only(RunDir.open(out).cfg if resume else cfg)
     host, port = parse_address(superlink)
     ca = Path(ca)
     load_certificate(ca, "CA certificate")

@@ -12,6 +12,7 @@ experiment config, so a SuperNode needs only the installed package and its data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -25,6 +26,7 @@ from flwr.clientapp import ClientApp
 from fedsilo.config import ExperimentConfig, config_from_toml_text
 from fedsilo.data.federated import SiteData
 from fedsilo.federation.client_dp import client_clipping_mod
+from fedsilo.federation.ledger import PrivacyLedger
 from fedsilo.federation.messages import (
     ARRAYS,
     CONFIG,
@@ -78,6 +80,11 @@ def site_job(msg: Message, context: Context) -> SiteJob:
             # a real site (its own data path) never uses noise the coordinator could regenerate
             raise ValueError("this site refuses privacy.reproducible_noise = true: the coordinator knows "
                              "experiment.seed and could regenerate and remove the site's DP noise")
+        ledger = PrivacyLedger.from_node_config(node)
+        if ledger is not None and ledger.budget(cfg.privacy.max_epsilon) != cfg.privacy.max_epsilon:
+            # the site's own cap holds whatever the coordinator's config says
+            cfg = dataclasses.replace(cfg, privacy=dataclasses.replace(
+                cfg.privacy, max_epsilon=ledger.budget(cfg.privacy.max_epsilon)))
         if cfg.experiment.threads:
             torch.set_num_threads(cfg.experiment.threads)
         task = make_task(cfg)
@@ -154,10 +161,16 @@ def train(msg: Message, context: Context) -> Message:
         config={k: v for k, v in conf.items() if k != CONFIG_TOML},
         site_state=state,
     )
+    ledger = PrivacyLedger.from_node_config(context.node_config)
+    private = job.cfg.privacy.mode == "sample" and job.cfg.privacy.active
+    if ledger is not None and private:
+        ledger.reconcile(job.cfg.experiment.name, state, job.cfg.privacy.accountant)
     attack = str(context.node_config.get(NODE_CONFIG_KEY, ""))
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else None
     start = time.perf_counter()
     result = train_site(job.task, model, job.site.train, ctx)
+    if ledger is not None and private:
+        ledger.record(job.cfg.experiment.name, ctx.site_state)  # before the reply leaves the site
     seconds = time.perf_counter() - start
     state = model.state_dict()
     if initial is not None:

@@ -216,8 +216,9 @@ class FederatedRounds:
                 rows.append(Row(site.name, {"dropped": 1}))
         need = self.cfg.federation.min_sites
         if len(valid) < need:
+            why = "; ".join(f"{r.scope}: {r.values['reason']}" for r in rows if "reason" in r.values)
             raise FederationError(f"round {rnd}: only {len(valid)} valid update(s), federation.min_sites = {need}; "
-                                  f"stopping")
+                                  f"stopping" + (f" (rejected: {why})" if why else ""))
         arrays, agg = self.strategy.aggregate_train(rnd, valid)
         if arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")

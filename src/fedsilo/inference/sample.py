@@ -120,7 +120,7 @@ def _provenance(trained: Any, n: int, grade: int | None, seed: int, label_source
                    "noise": cfg.privacy.guarantee,
                    "epsilon": "inf" if isinstance(eps, float) and math.isinf(eps) else eps,
                    "delta": spent.get("delta"), "site_epsilon": spent.get("site_epsilon"),
-                   "covers": _covered(label_source)}
+                   "covers": _covered(label_source), "audit_canaries": cfg.privacy.canaries}
     env = run.read_env()
     return {
         "run": str(run.path),

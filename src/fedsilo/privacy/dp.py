@@ -233,21 +233,28 @@ class PrivateTrainer:
                 if done == steps:
                     return
 
-    def step(self, extra_grad: Callable[[], None] | None = None) -> None:
+    def step(self, extra_grad: Callable[[], None] | None = None,
+             extra_rows: list[torch.Tensor] | None = None) -> None:
         """Clip, noise and apply one DP-SGD step; ``extra_grad`` may add data-independent terms
-        to ``p.grad`` after the noise (post-processing, e.g. FedProx's ``mu (w - w_global)``)."""
+        to ``p.grad`` after the noise (post-processing, e.g. FedProx's ``mu (w - w_global)``);
+        ``extra_rows`` (one ``(k, *p.shape)`` tensor per parameter, in :attr:`optimizer`'s order)
+        are further per-sample gradients, clipped and summed like the others (audit canaries)."""
+        if extra_rows is not None:
+            for p, rows in zip(self.optimizer.params, extra_rows, strict=True):
+                p.grad_sample = torch.cat([p.grad_sample, rows.to(p.grad_sample.dtype)])
         if self.optimizer.pre_step():
             if extra_grad is not None:
                 extra_grad()
             self.optimizer.original_optimizer.step()
 
-    def noise_step(self, extra_grad: Callable[[], None] | None = None) -> None:
+    def noise_step(self, extra_grad: Callable[[], None] | None = None,
+                   extra_rows: list[torch.Tensor] | None = None) -> None:
         """The DP-SGD step of an empty Poisson batch: no sample, so the clipped sum is zero and
         the update is the noise alone; composed into the accountant like any other step (which
         counts every step, empty or not)."""
         for p in self.optimizer.params:
             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-        self.step(extra_grad)
+        self.step(extra_grad, extra_rows)
 
     @contextlib.contextmanager
     def no_grad_sample(self) -> Iterator[None]:

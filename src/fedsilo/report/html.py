@@ -14,7 +14,7 @@ from pathlib import Path
 from fedsilo.fileio import atomic_write_text
 from fedsilo.report import plots
 from fedsilo.report.glossary import definitions
-from fedsilo.report.summary import final_rows, fmt, headline_columns, scope_table
+from fedsilo.report.summary import empirical_epsilon_line, final_rows, fmt, headline_columns, scope_table
 from fedsilo.report.tasks import presenter_for
 from fedsilo.run.folder import RunDir
 
@@ -167,6 +167,9 @@ def _privacy_section(run: RunDir, rows: list[dict]) -> Section:
     privacy = run.cfg.privacy
     if privacy.active:
         parts.append(f"<p>Differential privacy ({esc(privacy.mode)} level): {esc(privacy.guarantee)}.</p>")
+    empirical = empirical_epsilon_line(run)
+    if empirical:
+        parts.append(f"<p><b>{esc(empirical)}</b></p>")
     eps = [m for m in ("train_epsilon", "epsilon") if plots.series(rows, m)]
     if eps:
         parts.append(img(plots.curves_png(rows, eps, title="privacy budget spent"), "epsilon"))

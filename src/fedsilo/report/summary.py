@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -208,6 +209,25 @@ def group_metrics(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, tuple
     """Mean ± std of each metric over runs (seeds)."""
     keys = sorted({k for m in per_run.values() for k in m})
     return {k: mean_std([m.get(k, float("nan")) for m in per_run.values()]) for k in keys}
+
+
+def empirical_epsilon_line(run: RunDir) -> str:
+    """One sentence on the one-run audit's epsilon lower bound beside the accountant's, or ''."""
+    path = run.path / "audit.json"
+    if not path.is_file():
+        return ""
+    summary = json.loads(path.read_text(encoding="utf-8")).get("summary", {})
+    bound = summary.get("dp_canary_epsilon_lower_bound")
+    if bound is None:
+        return ""
+    claimed = summary.get("dp_canary_claimed_epsilon")
+    verdict = ""
+    if isinstance(claimed, (int, float)):
+        verdict = (f"; the accountant's epsilon is {claimed:.3g}"
+                   + (" (the bound is ABOVE it: the mechanism is less private than claimed)" if bound > claimed else
+                      ", and a sound mechanism keeps the bound at or below it"))
+    return (f"Empirical epsilon (one-run audit with {int(summary.get('dp_canary_count', 0))} canaries): at least "
+            f"{bound:.2f} at 95% confidence{verdict}. It is a lower bound measured on this run, not a guarantee.")
 
 
 def privacy_spent(run: RunDir) -> dict[str, Any]:

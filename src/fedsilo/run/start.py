@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from fedsilo.config import ExperimentConfig
+from fedsilo.config import ConfigError, ExperimentConfig
 from fedsilo.run.folder import RunDir, RunDirError
 from fedsilo.run.loop import run_rounds
 
@@ -26,6 +26,7 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     """Create ``out`` (refusing a non-empty folder) and run ``cfg`` to the end."""
     engine = engine or cfg.experiment.engine
     _check_engine(engine)
+    _check_canaries(cfg)
     run = RunDir.create(out, cfg, engine)
     execute(run, engine, on_round_end)
     return run
@@ -48,6 +49,20 @@ def resume_run(path: str | Path, engine: str | None = None,
     run.record_resume(done, engine)
     execute(run, engine, on_round_end)
     return run
+
+
+def _check_canaries(cfg: ExperimentConfig) -> None:
+    """Fail before any work when ``privacy.canaries`` exceeds the private model's weights."""
+    if not cfg.privacy.canaries:
+        return
+    from fedsilo.tasks import make_task
+    from fedsilo.training import run_canaries
+
+    task = make_task(cfg)
+    try:
+        run_canaries(task, task.build_model())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_engine(engine: str) -> None:

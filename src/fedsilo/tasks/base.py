@@ -191,6 +191,10 @@ class Task(ABC):
             model = self.dp_compatible(model)
         return model
 
+    #: The submodule (dotted path, '' = the whole model) that DP-SGD trains: the one phase that
+    #: reads data updates it (a GAN's discriminator). Audit canaries live in its weights.
+    private_module: ClassVar[str] = ""
+
     def dp_compatible(self, model: nn.Module) -> nn.Module:
         """The parts of ``model`` that DP-SGD trains, made DP-compatible (BatchNorm -> GroupNorm).
 

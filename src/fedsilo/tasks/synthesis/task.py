@@ -89,6 +89,8 @@ class SynthesisTask(Task):
         c = self.cfg.classifier
         return GradeCNN(self.image_shape[0], NUM_GRADES, width=c.width, depth=c.depth, norm="batch")
 
+    private_module = "discriminator"
+
     def dp_compatible(self, model: nn.Module) -> nn.Module:
         """Only the discriminator sees real images: it alone becomes DP-compatible (the generator is
         private by post-processing, Xie et al. 2018's DPGAN argument)."""
