@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from fedsilo.audit.attacks.metrics import mean_finite, psnr, ssim
+from fedsilo.audit.attacks.metrics import mean_finite, psnr, save_figure, ssim
 
 #: ``loss_fn(model, x, y) -> (B,)`` per-sample losses (averaged over the batch for an update).
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -263,12 +263,7 @@ def inversion_grid(trials: Sequence[InversionTrial], path: str | Path, max_image
         ax.set_title(f"B={t.batch_size}, {t.local_steps} step(s), {t.defence}: PSNR {t.psnr:.1f} dB, "
                      f"SSIM {t.ssim:.2f} (top: original)", fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

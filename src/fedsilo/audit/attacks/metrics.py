@@ -174,6 +174,13 @@ def plot_roc(results: Sequence[AttackResult], path: str | Path, title: str = "Me
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write (PNG, 120 dpi, parent folders created) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,12 +233,14 @@ def mean_finite(values: Tensor | np.ndarray) -> float:
 __all__ = [
     "AttackResult",
     "attack_result",
+    "auc_interval",
     "auc_score",
     "balanced_accuracy",
     "mean_finite",
     "plot_roc",
     "psnr",
     "roc_curve",
+    "save_figure",
     "ssim",
     "tpr_at_fpr",
 ]

@@ -8,7 +8,7 @@ import torch
 
 from fedsilo.audit.attacks.mia import cross_entropy_losses
 from fedsilo.audit.registry import AuditContext, AuditOutcome, register_audit
-from fedsilo.audit.tasks.common import gradient_inversion_outcome, matched_indices, membership_outcome
+from fedsilo.audit.tasks.common import gradient_inversion_outcome, matched_membership
 from fedsilo.data.images import ImageDataset
 
 
@@ -32,18 +32,9 @@ def _members_and_nonmembers(ctx: AuditContext) -> tuple[ImageDataset, ImageDatas
 def membership(ctx: AuditContext) -> AuditOutcome:
     """Loss-threshold, LiRA and RMIA membership inference on the attacked classifier."""
     members, nonmembers, source = _members_and_nonmembers(ctx)
-    mi, ni = matched_indices(members.labels, nonmembers.labels, ctx.settings.max_samples,
-                             np.random.default_rng(ctx.seed("membership-pool")))
-    k = len(mi)
-    if k < 2:
-        return AuditOutcome(notes=[f"Membership inference skipped: {len(members)} members, {len(nonmembers)} "
-                                   f"non-members, {k} of each grade-matched."])
-    pool = ImageDataset.concat([members.subset(mi), nonmembers.subset(ni)])
-    x, y = pool.batch(torch.arange(len(pool)))
-    is_member = np.r_[np.ones(k, dtype=bool), np.zeros(k, dtype=bool)]
-    outcome = membership_outcome(ctx, pool, x, y, is_member, cross_entropy_losses, ImageDataset.subset,
-                                 target_size=len(members))
-    outcome.notes.append(f"Non-members are drawn from {source}, with the members' count of each grade.")
+    outcome = matched_membership(ctx, members, nonmembers, members.labels, nonmembers.labels, cross_entropy_losses,
+                                 target_size=len(members), matched_by="grade")
+    outcome.notes.append(f"Non-members are drawn from {source}.")
     return outcome
 
 

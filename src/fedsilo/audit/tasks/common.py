@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from fedsilo.audit.attacks.gradient_inversion import InversionTrial, attack_batch, inversion_grid
@@ -75,6 +76,30 @@ def matched_indices(member_keys: np.ndarray, nonmember_keys: np.ndarray, limit: 
              for side in (member_keys, nonmember_keys)]
     members, nonmembers = (np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in picks)
     return members.astype(np.int64), nonmembers.astype(np.int64)
+
+
+def matched_membership(ctx: AuditContext, members: Any, nonmembers: Any, member_keys: np.ndarray,
+                       nonmember_keys: np.ndarray, loss_fn: LossFn, *, target_size: int,
+                       matched_by: str) -> AuditOutcome:
+    """Loss, LiRA and RMIA on members and non-members drawn with the same count per key.
+
+    ``members`` and ``nonmembers`` are data sets of one kind (``concat``, ``subset``, ``batch``
+    whose first two outputs are inputs and targets); the keys (grade, modality) come from
+    ``matched_by`` (named in the notes); see :func:`matched_indices` and :func:`membership_outcome`.
+    """
+    mi, ni = matched_indices(member_keys, nonmember_keys, ctx.settings.max_samples,
+                             np.random.default_rng(ctx.seed("membership-pool")))
+    k = len(mi)
+    if k < 2:
+        return AuditOutcome(notes=[f"Membership inference skipped: {len(members)} members, {len(nonmembers)} "
+                                   f"non-members, {k} of each {matched_by}-matched."])
+    kind = type(members)
+    pool = kind.concat([members.subset(mi), nonmembers.subset(ni)])
+    x, y = pool.batch(torch.arange(len(pool)))[:2]
+    is_member = np.r_[np.ones(k, dtype=bool), np.zeros(k, dtype=bool)]
+    outcome = membership_outcome(ctx, pool, x, y, is_member, loss_fn, kind.subset, target_size=target_size)
+    outcome.notes.append(f"Members and non-members hold the same count of each {matched_by}.")
+    return outcome
 
 
 def membership_outcome(ctx: AuditContext, pool: Any, x: Tensor, y: Tensor, is_member: np.ndarray,

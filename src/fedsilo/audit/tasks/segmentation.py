@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedsilo.audit.registry import AuditContext, AuditOutcome, register_audit
-from fedsilo.audit.tasks.common import gradient_inversion_outcome, matched_indices, membership_outcome
+from fedsilo.audit.tasks.common import gradient_inversion_outcome, matched_membership
 from fedsilo.data.labels import IGNORE_INDEX
 
 
@@ -60,25 +60,14 @@ def _members_and_nonmembers(ctx: AuditContext):
 @register_audit("segmentation", "membership")
 def membership(ctx: AuditContext) -> AuditOutcome:
     """Loss-threshold, LiRA and RMIA membership inference on slices of training vs unseen patients."""
-    from fedsilo.data.abdomen import SliceDataset
-
     members, nonmembers, source = _members_and_nonmembers(ctx)
     target_size = len(members)
     # one selection for both pools: otherwise the attack partly measures "this slice shows an organ"
     members, nonmembers = members.subset(organ_slices(members)), nonmembers.subset(organ_slices(nonmembers))
-    mi, ni = matched_indices(members.modalities, nonmembers.modalities, ctx.settings.max_samples,
-                             np.random.default_rng(ctx.seed("membership-pool")))
-    k = len(mi)
-    if k < 2:
-        return AuditOutcome(notes=[f"Membership inference skipped: {len(members)} member slices, "
-                                   f"{len(nonmembers)} non-member slices, {k} of each modality-matched."])
-    pool = SliceDataset.concat([members.subset(mi), nonmembers.subset(ni)])
-    x, y, _ = pool.batch(torch.arange(len(pool)))
-    is_member = np.r_[np.ones(k, dtype=bool), np.zeros(k, dtype=bool)]
-    outcome = membership_outcome(ctx, pool, x, y, is_member, segmentation_losses, SliceDataset.subset,
-                                 target_size=target_size)
-    outcome.notes.append(f"Slices with organs of training patients vs as many slices with organs of each modality of {source} (patient-level split: "
-                         f"no patient is on both sides).")
+    outcome = matched_membership(ctx, members, nonmembers, members.modalities, nonmembers.modalities,
+                                 segmentation_losses, target_size=target_size, matched_by="modality")
+    outcome.notes.append(f"Slices with organs of training patients vs slices with organs of {source} (patient-level "
+                         f"split: no patient is on both sides).")
     return outcome
 
 
