@@ -102,6 +102,37 @@ class PrivacySection:
 REPRODUCIBLE_NOISE = "reproducible noise: simulation only, not a privacy guarantee"
 
 
+#: Strategies that aggregate a (weighted) sum of updates, which secure aggregation can compute.
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm")
+
+
+@dataclass
+class SecAggSection:
+    num_shares: float = param(
+        1.0,
+        "SecAgg+ neighbours: the share of the round's sites each site splits its keys among (1.0 = all, "
+        "classic SecAgg; smaller = SecAgg+'s sparse graph, cheaper at many sites; rounded to an odd number).",
+        gt=0.0, le=1.0,
+    )
+    reconstruction_threshold: float = param(
+        0.6,
+        "Share of a site's neighbours needed to rebuild its masks. A site that drops out mid-round is "
+        "recovered from its neighbours' shares; the round is abandoned when any site keeps fewer active "
+        "neighbours than this. Higher = a coalition must be larger to unmask a site; lower = more dropouts tolerated.",
+        gt=0.0, le=1.0,
+    )
+    clipping_range: float = param(
+        1.0,
+        "Each coordinate of a site's update (its trained weights minus the global ones, times its weight share) is "
+        "clipped to [-clipping_range, clipping_range] before quantisation.",
+        gt=0.0,
+    )
+    quantization_range: int = param(
+        2**22, "Integer levels of the quantised range (the sum is exact in integers; the error is the rounding).",
+        ge=2, le=2**30,
+    )
+
+
 @dataclass
 class AuditSection:
     attacks: list[str] = param([], "Attacks `fedsilo audit` runs ([] = every attack the task's audit offers).")

@@ -16,7 +16,13 @@ from fedsilo.config.data_schema import (
     PartitionSection,
 )
 from fedsilo.config.loader import ConfigError, param, section
-from fedsilo.config.privacy_schema import CLIENT_DP_STRATEGIES, AuditSection, PrivacySection
+from fedsilo.config.privacy_schema import (
+    CLIENT_DP_STRATEGIES,
+    SECURE_STRATEGIES,
+    AuditSection,
+    PrivacySection,
+    SecAggSection,
+)
 from fedsilo.registry import TASKS
 
 ModeName = Literal["federated", "centralised", "local"]
@@ -110,6 +116,13 @@ class FederationSection:
     timeout: float = param(3600.0, "Seconds to wait for site replies each round.", gt=0.0)
     site_names: list[str] = param([], "Names of the sites (default site-1 ... site-N).")
     strategy: StrategySection = section(StrategySection, "Aggregation strategy.")
+    secure_aggregation: bool = param(
+        False,
+        "Secure aggregation (Flower's SecAgg+, Bell et al. CCS 2020): each site masks its quantised update, and "
+        "the coordinator only ever holds masked updates and their weighted mean. Needs a strategy that uses "
+        "only the mean (fedavg, fedprox, fedadam, fedyogi, fedavgm) and at least 2 sites per round.",
+    )
+    secagg: SecAggSection = section(SecAggSection, "Secure aggregation settings (federation.secure_aggregation).")
 
 
 @dataclass
@@ -266,6 +279,28 @@ class ExperimentConfig:
     privacy: PrivacySection = section(PrivacySection, "Differential privacy in training (sample- or client-level).")
     audit: AuditSection = section(AuditSection, "Privacy audit of a finished run (`fedsilo audit RUN_DIR`).")
 
+    def _check_secure_aggregation(self) -> None:
+        fed = self.federation
+        if fed.strategy.name not in SECURE_STRATEGIES:
+            raise ConfigError(
+                f"federation.strategy.name = {fed.strategy.name!r} cannot run with federation.secure_aggregation = "
+                f"true: it needs each site's update, and the coordinator only sees their sum (use one of "
+                f"{', '.join(SECURE_STRATEGIES)})")
+        if fed.strategy.local_norm:
+            raise ConfigError("federation.strategy.local_norm cannot run with federation.secure_aggregation = true: "
+                              "group-local arrays are averaged per group, which needs the individual updates")
+        if self.privacy.mode == "client":
+            raise ConfigError("privacy.mode = 'client' with federation.secure_aggregation = true needs distributed DP "
+                              "(each site noising its share before masking), which fedsilo does not implement yet")
+        if self.experiment.mode != "federated":
+            raise ConfigError(f"federation.secure_aggregation needs experiment.mode = 'federated', got "
+                              f"{self.experiment.mode!r}")
+        if fed.num_sites < 2:
+            raise ConfigError("federation.secure_aggregation needs at least 2 sites (a sum of one update is that update)")
+        if self.experiment.task == "segmentation" and self.segmentation.method == "dsbn":
+            raise ConfigError("segmentation.method = 'dsbn' cannot run with federation.secure_aggregation = true: its "
+                              "per-modality normalisation is averaged per modality, which needs the individual updates")
+
     def validate(self, prefix: str = "") -> None:
         fed, part = self.federation, self.partition
         if fed.min_sites > fed.num_sites:
@@ -299,6 +334,8 @@ class ExperimentConfig:
                 raise ConfigError(f"data.sites / data.test names must be unique, got duplicates {dup}")
         elif self.data.sites:
             raise ConfigError(f"[[data.sites]] is only used with data.source = 'volumes', got {self.data.source!r}")
+        if fed.secure_aggregation:
+            self._check_secure_aggregation()
         if self.privacy.mode == "client":
             strategy = fed.strategy
             if strategy.name not in CLIENT_DP_STRATEGIES:

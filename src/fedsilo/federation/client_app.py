@@ -39,6 +39,7 @@ from fedsilo.federation.messages import (
     state_to_arrays,
 )
 from fedsilo.federation.poisoning import NODE_CONFIG_KEY, poison
+from fedsilo.federation.secure import secure_mods
 from fedsilo.seeding import resolve_device
 from fedsilo.tasks import Task, TrainContext, make_task
 from fedsilo.training import train_site
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 # Client-level DP with client-side clipping: the mod clips the update to the norm the server's DP
 # wrapper sends (inactive otherwise).
-app = ClientApp(mods=[client_clipping_mod])
+app = ClientApp(mods=[secure_mods, client_clipping_mod])
 
 
 @dataclass

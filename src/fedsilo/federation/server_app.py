@@ -38,6 +38,7 @@ from fedsilo.federation.messages import (
     cast_like,
     state_to_arrays,
 )
+from fedsilo.federation.secure import apply_mean_update, secure_round
 from fedsilo.federation.sites import UNREACHABLE, SiteInfo, describe_sites
 from fedsilo.federation.strategies import (
     LocalStateStrategy,
@@ -87,6 +88,8 @@ class FederatedRounds:
         self.config_text = dumps(cfg)
         self.sites: list[SiteInfo] = []
         self.site_state: dict[str, dict[str, Any]] = {}
+        #: under secure aggregation: the masked vector each node sent in the last round (all the coordinator saw)
+        self.masked: dict[int, list[bytes]] = {}
         self._test: Any = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -164,15 +167,37 @@ class FederatedRounds:
     def _by_node(self) -> dict[int, SiteInfo]:
         return {s.node_id: s for s in self.sites}
 
-    def _send(self, messages: Iterable[Message]) -> list[Message]:
+    def _with_state(self, messages: Iterable[Message]) -> list[Message]:
+        """``messages``, each with its site's state (accountant, site-done flag) added."""
         messages = list(messages)
         for msg in messages:
             state = self.site_state.get(self._by_node[msg.metadata.dst_node_id].name)
             if state:
                 msg.content[SITE_STATE] = ConfigRecord(state)
-        replies = list(self.grid.send_and_receive(messages, timeout=self.cfg.federation.timeout))
+        return messages
+
+    def _sorted(self, replies: Iterable[Message]) -> list[Message]:
         order = {s.node_id: s.index for s in self.sites}
         return sorted(replies, key=lambda m: order.get(m.metadata.src_node_id, 1 << 30))
+
+    def _send(self, messages: Iterable[Message]) -> list[Message]:
+        return self._sorted(self.grid.send_and_receive(self._with_state(messages), timeout=self.cfg.federation.timeout))
+
+    def _send_train(self, rnd: int, sampled: list[SiteInfo]) -> tuple[list[Message], Message | None]:
+        """The round's training replies, and with secure aggregation the stand-in reply that carries
+        the unmasked mean update (None when the protocol abandoned the round)."""
+        messages = self._configure(self.strategy.configure_train, rnd, sampled)
+        fed = self.cfg.federation
+        if not fed.secure_aggregation:
+            return self._send(messages), None
+        result = secure_round(self.grid, rnd, self._with_state(messages), fed.secagg,
+                              max_weight=max(s.num_train for s in sampled), timeout=fed.timeout)
+        self.masked = result.masked
+        replies = self._sorted(result.replies)
+        if result.mean_update is None:
+            return replies, None
+        total = sum(int(r.content.metric_records[METRICS][NUM_EXAMPLES]) for r in replies)
+        return replies, apply_mean_update(self.arrays, result.mean_update, total)
 
     def _configure(self, fn: Callable[..., Iterable[Message]], rnd: int, sites: list[SiteInfo]) -> list[Message]:
         # Flower's strategies shuffle the nodes they are given with the global `random`; seed it
@@ -187,7 +212,8 @@ class FederatedRounds:
         start = time.perf_counter()
         sampled = self._sample(rnd)
         progress.current().round_started(rnd, [s.name for s in sampled])
-        replies = self._send(self._configure(self.strategy.configure_train, rnd, sampled))
+        replies, secure_sum = self._send_train(rnd, sampled)
+        secure = self.cfg.federation.secure_aggregation
         rows, valid = [], []
         by_node = self._by_node
         answered = set()
@@ -199,7 +225,9 @@ class FederatedRounds:
             if reply.has_error() and reply.error.code in UNREACHABLE:
                 continue  # the node went away (Flower's SuperLink answers for it): a dropout, below
             answered.add(site.node_id)
-            reason = check_train_reply(reply, self.template)
+            # (under secure aggregation a reply holds no arrays: only the masked sum can be checked)
+            reason = check_train_reply(reply, self.template) if not secure else (
+                f"site reported an error: {reply.error.reason}" if reply.has_error() else None)
             if reason is not None:
                 logger.warning("Round %d: update from %s rejected: %s", rnd, site.name, reason)
                 rows.append(Row(site.name, {"rejected": 1, "reason": reason}))
@@ -219,7 +247,10 @@ class FederatedRounds:
             why = "; ".join(f"{r.scope}: {r.values['reason']}" for r in rows if "reason" in r.values)
             raise FederationError(f"round {rnd}: only {len(valid)} valid update(s), federation.min_sites = {need}; "
                                   f"stopping" + (f" (rejected: {why})" if why else ""))
-        arrays, agg = self.strategy.aggregate_train(rnd, valid)
+        if secure and secure_sum is None:
+            raise FederationError(f"round {rnd}: secure aggregation abandoned the round (too few sites kept enough "
+                                  f"active neighbours to unmask the sum; federation.secagg.reconstruction_threshold)")
+        arrays, agg = self.strategy.aggregate_train(rnd, [secure_sum] if secure else valid)
         if arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
         self.arrays = cast_like(arrays, {k: np.empty(0, dtype=d) for k, (_, d) in self.template.items()})

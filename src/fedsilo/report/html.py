@@ -14,7 +14,14 @@ from pathlib import Path
 from fedsilo.fileio import atomic_write_text
 from fedsilo.report import plots
 from fedsilo.report.glossary import definitions
-from fedsilo.report.summary import empirical_epsilon_line, final_rows, fmt, headline_columns, scope_table
+from fedsilo.report.summary import (
+    empirical_epsilon_line,
+    final_rows,
+    fmt,
+    headline_columns,
+    scope_table,
+    secure_aggregation_line,
+)
 from fedsilo.report.tasks import presenter_for
 from fedsilo.run.folder import RunDir
 
@@ -170,6 +177,9 @@ def _privacy_section(run: RunDir, rows: list[dict]) -> Section:
     empirical = empirical_epsilon_line(run)
     if empirical:
         parts.append(f"<p><b>{esc(empirical)}</b></p>")
+    secure = secure_aggregation_line(run)
+    if secure:
+        parts.append(f"<p>{esc(secure)}</p>")
     eps = [m for m in ("train_epsilon", "epsilon") if plots.series(rows, m)]
     if eps:
         parts.append(img(plots.curves_png(rows, eps, title="privacy budget spent"), "epsilon"))

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.fileio import atomic_write_text
-from fedsilo.report.summary import empirical_epsilon_line, final_rows, fmt, markdown_table
+from fedsilo.report.summary import (
+    empirical_epsilon_line,
+    final_rows,
+    fmt,
+    markdown_table,
+    secure_aggregation_line,
+)
 from fedsilo.report.tasks import TaskPresenter, presenter_for
 from fedsilo.run.folder import RunDir
 
@@ -120,6 +126,9 @@ def _privacy(run: RunDir) -> str:
         level = "each training sample of a site" if p.mode == "sample" else "each site's whole contribution"
         text += (f"Differential privacy ({p.mode} level, protects {level}): epsilon spent {eps_text}, "
                  f"delta {fmt(spent.get('delta'), 8)}; {p.guarantee}.\n")
+    secure = secure_aggregation_line(run)
+    if secure:
+        text += f"\n{secure}\n"
     if p.canaries and p.mode == "sample" and p.active:
         text += (f"\nThis is an audit run: {p.canaries} gradient canaries (single weights nudged by at most the "
                  f"clipping norm per step; no image) were trained in for the one-run privacy audit. For release, "

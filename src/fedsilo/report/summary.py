@@ -211,6 +211,20 @@ def group_metrics(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, tuple
     return {k: mean_std([m.get(k, float("nan")) for m in per_run.values()]) for k in keys}
 
 
+def secure_aggregation_line(run: RunDir) -> str:
+    """One sentence on what the coordinator saw of the sites' updates."""
+    fed = run.cfg.federation
+    if run.cfg.experiment.mode != "federated":
+        return ""
+    if not fed.secure_aggregation:
+        return ("The coordinator received each site's model update in the clear (no secure aggregation; "
+                "federation.secure_aggregation = true hides them).")
+    s = fed.secagg
+    return (f"Secure aggregation (SecAgg+, Bell et al. 2020): the coordinator saw only masked updates and their "
+            f"weighted mean, never a single site's update (updates clipped to +-{s.clipping_range:g} per weight and "
+            f"rounded to {s.quantization_range} levels; integer buffers keep their initial value).")
+
+
 def empirical_epsilon_line(run: RunDir) -> str:
     """One sentence on the one-run audit's epsilon lower bound beside the accountant's, or ''."""
     path = run.path / "audit.json"
