@@ -250,8 +250,11 @@ def secure_payload_mod(msg: Message, context: Context, call_next) -> Message:  #
     for key, record in compat.fitres_to_recorddict(fitres, keep_input=False).items():
         content[key] = record
     # SecAgg+'s stochastic rounding draws from NumPy's global generator: seed it per site and round
+    # (by the site's position, which every engine gives alike, so the engines' results agree)
     rnd = int(msg.metadata.group_id) if str(msg.metadata.group_id).isdigit() else 0
-    np.random.seed(derive_seed(0, "secagg-rounding", int(context.node_id) % 2**31, rnd) % 2**32)
+    node = context.node_config
+    site = int(node.get("partition-id", node.get("site-index", context.node_id % 2**31)))
+    np.random.seed(derive_seed(0, "secagg-rounding", site, rnd) % 2**32)
     return Message(content, reply_to=msg)
 
 
