@@ -4,6 +4,7 @@ recovered from its neighbours' shares; strategies that need individual updates a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import Context, Message
@@ -102,3 +103,37 @@ def test_strategies_that_need_each_update_are_refused(strategy):
         phantom_classification_config(SECURE, "privacy.mode=client")
     for ok in ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"):
         phantom_classification_config(SECURE, f"federation.strategy.name={ok}")
+
+
+def test_what_the_coordinator_holds_of_one_site_inverts_to_noise():
+    """Gradient inversion (Geiping et al. 2020) of one site's one-image update: the plain update
+    gives the image back; the same update as SecAgg+ sends it (quantised, plus the site's own mask;
+    its pairwise masks would add more) gives nothing better than a random image."""
+    import os
+
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import parameters_addition, parameters_mod
+    from flwr.common.secure_aggregation.quantization import dequantize, quantize
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+    from torch import nn
+
+    from fedsilo.audit.attacks.gradient_inversion import client_update, invert_update
+    from fedsilo.audit.attacks.metrics import psnr
+    from fedsilo.audit.attacks.mia import cross_entropy_losses
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sigmoid(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 8), torch.linspace(-1, 1, 8), indexing="ij")
+    x, y = (torch.sin(2 * xx) * torch.cos(3 * yy))[None, None], torch.tensor([3])
+    update = client_update(model, cross_entropy_losses, x, y, lr=0.1)
+    kw = {"lr": 0.1, "iterations": 300, "tv_weight": 1e-3}
+    plain = invert_update(model, cross_entropy_losses, update, y, x.shape, **kw)
+    quantised = quantize([u.numpy() for u in update.values()], 1.0, 2**22)
+    mask = pseudo_rand_gen(os.urandom(32), 2**32, [q.shape for q in quantised])
+    masked = parameters_mod(parameters_addition(quantised, mask), 2**32)
+    seen = {k: torch.from_numpy(np.asarray(a)).float()
+            for k, a in zip(update, dequantize(masked, 1.0, 2**22), strict=True)}
+    secure = invert_update(model, cross_entropy_losses, seen, y, x.shape, **kw)
+    chance = max(float(psnr(torch.rand(x.shape, generator=torch.Generator().manual_seed(s)) * 2 - 1, x))
+                 for s in range(5))  # random images: the noise level
+    assert float(psnr(plain, x)) > 30.0
+    assert float(psnr(secure, x)) < chance + 3.0, (float(psnr(secure, x)), chance)
