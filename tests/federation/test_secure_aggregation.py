@@ -99,7 +99,9 @@ def test_strategies_that_need_each_update_are_refused(strategy):
     with pytest.raises(ConfigError, match=rf"federation.strategy.name = '{strategy}' cannot run with "
                                           r"federation.secure_aggregation = true: it needs each site's update"):
         phantom_classification_config(SECURE, f"federation.strategy.name={strategy}")
-    with pytest.raises(ConfigError, match="privacy.mode = 'client' with federation.secure_aggregation"):
+    with pytest.raises(ConfigError, match="privacy.mode = 'client' with federation.secure_aggregation = true is "
+                                          "distributed DP: .* needs privacy.clipping = 'fixed' and "
+                                          "privacy.clipping_side = 'client'"):
         phantom_classification_config(SECURE, "privacy.mode=client")
     for ok in ("fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"):
         phantom_classification_config(SECURE, f"federation.strategy.name={ok}")
@@ -137,3 +139,36 @@ def test_what_the_coordinator_holds_of_one_site_inverts_to_noise():
                  for s in range(5))  # random images: the noise level
     assert float(psnr(plain, x)) > 30.0
     assert float(psnr(secure, x)) < chance + 3.0, (float(psnr(secure, x)), chance)
+
+
+DISTRIBUTED = (SECURE, "privacy.mode=client", "privacy.clipping_side=client", "privacy.clipping_norm=0.5")
+
+
+def test_distributed_dp_puts_the_whole_noise_in_the_sum_and_accounts_for_it(tmp_path):
+    """Each of the m = 3 sites adds N(0, sigma^2 C^2 / m): the coordinator's mean update carries
+    noise of std sigma C / m per weight (nobody ever saw it without), and the accountant composes
+    sigma for the round."""
+    from fedsilo.privacy.accounting import epsilon_for
+
+    noisy = start_run(phantom_classification_config(*DISTRIBUTED, "federation.rounds=1", "privacy.noise_multiplier=1.0"),
+                      tmp_path / "noisy")
+    quiet = start_run(phantom_classification_config(*DISTRIBUTED, "federation.rounds=1",
+                                                    "privacy.noise_multiplier=0.000001"), tmp_path / "quiet")
+    a, b = _weights(noisy), _weights(quiet)
+    diff = torch.cat([(a[k].double() - b[k].double()).flatten() for k in a if a[k].is_floating_point()])
+    expected = 1.0 * 0.5 / 3
+    # 309 weights: the std is measured to about 4%; 0.2 is 5 standard errors
+    assert diff.numel() > 300 and abs(diff.std().item() / expected - 1) < 0.2, (diff.std().item(), expected)
+    eps = [r["privacy_epsilon"] for r in noisy.read_metrics() if "privacy_epsilon" in r]
+    assert eps == pytest.approx([epsilon_for(1.0, 1.0, 1, 1e-5)])
+
+
+def test_distributed_dp_accounts_for_the_noise_a_lost_site_took_with_it(tmp_path):
+    nodes = [{"partition-id": i, "num-partitions": 5} for i in range(5)]
+    cfg = phantom_classification_config(*DISTRIBUTED, "federation.num_sites=5", "data.phantom.n_train=100",
+                                        "federation.rounds=1", "privacy.noise_multiplier=1.0")
+    run = RunDir.create(tmp_path / "run", cfg, "local")
+    run_on_grid(make_server_app(run.path), InProcessGrid(_dropping_app(1002, Stage.COLLECT_MASKED_VECTORS), nodes))
+    state = torch.load(run.checkpoint_path, weights_only=False)["executor"]["strategy"]
+    # 4 of 5 noise shares in the sum: sigma sqrt(4/5), all 5 sites sampled (rate 1)
+    assert state["history"] == [(pytest.approx(0.8 ** 0.5), 1.0, 1)]

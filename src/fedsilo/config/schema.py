@@ -289,9 +289,11 @@ class ExperimentConfig:
         if fed.strategy.local_norm:
             raise ConfigError("federation.strategy.local_norm cannot run with federation.secure_aggregation = true: "
                               "group-local arrays are averaged per group, which needs the individual updates")
-        if self.privacy.mode == "client":
-            raise ConfigError("privacy.mode = 'client' with federation.secure_aggregation = true needs distributed DP "
-                              "(each site noising its share before masking), which fedsilo does not implement yet")
+        if self.privacy.mode == "client" and (self.privacy.clipping, self.privacy.clipping_side) != ("fixed", "client"):
+            raise ConfigError("privacy.mode = 'client' with federation.secure_aggregation = true is distributed DP: "
+                              "each site clips and noises its own update, so it needs privacy.clipping = 'fixed' and "
+                              f"privacy.clipping_side = 'client', got {self.privacy.clipping!r} and "
+                              f"{self.privacy.clipping_side!r}")
         if self.experiment.mode != "federated":
             raise ConfigError(f"federation.secure_aggregation needs experiment.mode = 'federated', got "
                               f"{self.experiment.mode!r}")

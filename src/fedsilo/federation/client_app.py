@@ -26,6 +26,7 @@ from flwr.clientapp import ClientApp
 from fedsilo.config import ExperimentConfig, config_from_toml_text
 from fedsilo.data.federated import SiteData
 from fedsilo.federation.client_dp import client_clipping_mod
+from fedsilo.federation.distributed_dp import client_noise_mod
 from fedsilo.federation.ledger import PrivacyLedger
 from fedsilo.federation.messages import (
     ARRAYS,
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # Client-level DP with client-side clipping: the mod clips the update to the norm the server's DP
 # wrapper sends (inactive otherwise).
-app = ClientApp(mods=[secure_mods, client_clipping_mod])
+app = ClientApp(mods=[secure_mods, client_noise_mod, client_clipping_mod])
 
 
 @dataclass

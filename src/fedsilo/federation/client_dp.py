@@ -29,6 +29,7 @@ ConfigRecord per message, but fedsilo messages may carry a second (site state), 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,7 +48,8 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT,
 
 from fedsilo.config import ExperimentConfig
 from fedsilo.config.privacy_schema import PrivacySection
-from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, KeptArray
+from fedsilo.federation.distributed_dp import DistributedDP
+from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, SUMMED_SITES, KeptArray
 from fedsilo.privacy.accounting import Accountant, PrivacyBudgetExhausted, default_delta, noise_for
 from fedsilo.seeding import derive_seed, secure_seed
 
@@ -116,10 +118,15 @@ class AccountedClientDP(Strategy):
         Experiment seed (seeds each round's noise when ``reproducible``).
     reproducible
         ``privacy.reproducible_noise``; otherwise each round's noise is seeded from ``os.urandom``.
+    distributed
+        ``dp`` is :class:`~fedsilo.federation.distributed_dp.DistributedDP` (secure aggregation):
+        the sites added the noise, and a round summed over ``m'`` of ``m`` sites carries the noise
+        multiplier ``sigma sqrt(m'/m)``.
     """
 
     def __init__(self, dp: Strategy, *, noise_multiplier: float, num_sites: int, sites_per_round: int,
-                 delta: float, max_epsilon: float = 0.0, mechanism: str = "rdp", seed: int = 0, reproducible: bool = False) -> None:
+                 delta: float, max_epsilon: float = 0.0, mechanism: str = "rdp", seed: int = 0, reproducible: bool = False,
+                 distributed: bool = False) -> None:
         self.dp = dp
         self.noise_multiplier = float(noise_multiplier)
         self.num_sites = num_sites
@@ -129,6 +136,7 @@ class AccountedClientDP(Strategy):
         self.mechanism = mechanism
         self.seed = seed
         self.reproducible = reproducible
+        self.distributed = distributed
         # plain list (not an Accountant) so fedsilo's strategy checkpointing captures it
         self.history: list[tuple[float, float, int]] = []
 
@@ -175,7 +183,11 @@ class AccountedClientDP(Strategy):
             np.random.set_state(state)
         out = MetricRecord(dict(metrics.items()) if metrics is not None else {})
         if arrays is not None and good:
-            effective = self.noise_multiplier * min(1.0, len(good) / self.sites_per_round)
+            if self.distributed:  # one stand-in reply: how many sites' noise shares the sum holds
+                summed = int(good[0].content.metric_records[METRICS].get(SUMMED_SITES, len(good)))
+                effective = self.noise_multiplier * math.sqrt(min(1.0, summed / self.sites_per_round))
+            else:
+                effective = self.noise_multiplier * min(1.0, len(good) / self.sites_per_round)
             if effective < self.noise_multiplier:
                 logger.warning("Round %d: %d of %d sites contributed; the round's effective noise multiplier "
                                "is %.4g", server_round, len(good), self.sites_per_round, effective)
@@ -204,10 +216,13 @@ def wrap_client_dp(base: Strategy, cfg: ExperimentConfig, sites_per_round: int) 
     if sites_per_round < 10:
         logger.warning("Client-level DP with %d sites per round: the noise (sigma C / m) is large next to the "
                        "average of so few updates; expect a large utility cost or a large epsilon", sites_per_round)
-    dp = build_dp_wrapper(base, privacy, sigma, sites_per_round)
+    distributed = fed.secure_aggregation
+    dp = (DistributedDP(base, sigma, privacy.clipping_norm, sites_per_round) if distributed
+          else build_dp_wrapper(base, privacy, sigma, sites_per_round))
     return AccountedClientDP(dp, noise_multiplier=sigma, num_sites=fed.num_sites, sites_per_round=sites_per_round,
                              delta=delta, max_epsilon=privacy.max_epsilon, mechanism=privacy.accountant,
-                             seed=cfg.experiment.seed, reproducible=privacy.reproducible_noise)
+                             seed=cfg.experiment.seed, reproducible=privacy.reproducible_noise,
+                             distributed=distributed)
 
 
 def client_clipping_mod(msg: Message, context: Context, call_next: Any) -> Message:

@@ -24,6 +24,8 @@ SITE = "site"
 SITE_STATE = "site-state"
 CONFIG_TOML = "fedsilo-config"
 NUM_EXAMPLES = "num-examples"
+#: Metric of the stand-in reply of a secure round: how many sites' updates its mean holds.
+SUMMED_SITES = "summed-sites"
 QUERY_SITE_INFO = "query.site_info"
 
 

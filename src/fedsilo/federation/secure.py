@@ -44,7 +44,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
 from fedsilo.config.privacy_schema import SecAggSection
-from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES
+from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES, SUMMED_SITES
 from fedsilo.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -265,15 +265,16 @@ def secure_mods(msg: Message, context: Context, call_next) -> Message:  # noqa: 
     return secaggplus_mod(msg, context, lambda m, c: secure_payload_mod(m, c, call_next))
 
 
-def apply_mean_update(arrays: ArrayRecord, mean_update: Mapping[str, np.ndarray], total: int) -> Message:
-    """A stand-in training reply carrying ``arrays + mean_update`` with ``num-examples = total``:
-    what FedAvg-family strategies would compute from the individual replies."""
+def apply_mean_update(arrays: ArrayRecord, mean_update: Mapping[str, np.ndarray], total: int, sites: int) -> Message:
+    """A stand-in training reply carrying ``arrays + mean_update`` with ``num-examples = total``
+    (and ``summed-sites = sites``): what FedAvg-family strategies would compute from the
+    individual replies."""
     from flwr.app import Array, MetricRecord
 
     new = ArrayRecord({k: Array(np.asarray(np.asarray(arrays[k].numpy(), dtype=np.float64)
                                            + np.asarray(mean_update[k]).reshape(arrays[k].shape)))
                        if k in mean_update else arrays[k] for k in arrays.keys()})
-    content = RecordDict({ARRAYS: new, METRICS: MetricRecord({NUM_EXAMPLES: int(total)})})
+    content = RecordDict({ARRAYS: new, METRICS: MetricRecord({NUM_EXAMPLES: int(total), SUMMED_SITES: int(sites)})})
     return Message(content, dst_node_id=0, message_type=MessageType.TRAIN)
 
 

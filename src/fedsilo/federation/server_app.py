@@ -190,14 +190,17 @@ class FederatedRounds:
         fed = self.cfg.federation
         if not fed.secure_aggregation:
             return self._send(messages), None
-        result = secure_round(self.grid, rnd, self._with_state(messages), fed.secagg,
-                              max_weight=max(s.num_train for s in sampled), timeout=fed.timeout)
+        # distributed DP weighs every site 1; otherwise by its training examples
+        client_dp = self.cfg.privacy.mode == "client" and self.cfg.privacy.active
+        max_weight = 1.0 if client_dp else max(s.num_train for s in sampled)
+        result = secure_round(self.grid, rnd, self._with_state(messages), fed.secagg, max_weight=max_weight,
+                              timeout=fed.timeout)
         self.masked = result.masked
         replies = self._sorted(result.replies)
         if result.mean_update is None:
             return replies, None
         total = sum(int(r.content.metric_records[METRICS][NUM_EXAMPLES]) for r in replies)
-        return replies, apply_mean_update(self.arrays, result.mean_update, total)
+        return replies, apply_mean_update(self.arrays, result.mean_update, total, len(replies))
 
     def _configure(self, fn: Callable[..., Iterable[Message]], rnd: int, sites: list[SiteInfo]) -> list[Message]:
         # Flower's strategies shuffle the nodes they are given with the global `random`; seed it
