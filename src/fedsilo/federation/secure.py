@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -183,7 +184,7 @@ def secure_round(grid: Grid, rnd: int, messages: list[Message], settings: SecAgg
     context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=state, run_config={}),
                             strategy=strategy)
     recording = _Recording(grid)
-    flow = _State()
+    flow = _workflow_state()
     by_node = {m.metadata.dst_node_id: m.content for m in messages}
     ok = workflow.setup_stage(recording, context, flow)
     if ok:
@@ -204,7 +205,8 @@ def secure_round(grid: Grid, rnd: int, messages: list[Message], settings: SecAgg
     return out
 
 
-def _State():  # noqa: N802 - the workflow's own state class
+def _workflow_state() -> Any:
+    """A fresh state of the SecAgg+ workflow (its own class; not exported by Flower)."""
     from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
     return WorkflowState()
