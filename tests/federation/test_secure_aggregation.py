@@ -172,3 +172,11 @@ def test_distributed_dp_accounts_for_the_noise_a_lost_site_took_with_it(tmp_path
     state = torch.load(run.checkpoint_path, weights_only=False)["executor"]["strategy"]
     # 4 of 5 noise shares in the sum: sigma sqrt(4/5), all 5 sites sampled (rate 1)
     assert state["history"] == [(pytest.approx(0.8 ** 0.5), 1.0, 1)]
+
+
+def test_the_record_names_fedsilo_spells_out_are_flowers():
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE
+
+    from fedsilo.federation.secure import SECAGG_CONFIGS, SECAGG_STATE
+
+    assert (SECAGG_CONFIGS, SECAGG_STATE) == (RECORD_KEY_CONFIGS, RECORD_KEY_STATE)

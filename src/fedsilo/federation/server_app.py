@@ -38,7 +38,7 @@ from fedsilo.federation.messages import (
     cast_like,
     state_to_arrays,
 )
-from fedsilo.federation.secure import apply_mean_update, secure_round
+from fedsilo.federation.secure import apply_mean_update
 from fedsilo.federation.sites import UNREACHABLE, SiteInfo, describe_sites
 from fedsilo.federation.strategies import (
     LocalStateStrategy,
@@ -193,6 +193,8 @@ class FederatedRounds:
         # distributed DP weighs every site 1; otherwise by its training examples
         client_dp = self.cfg.privacy.mode == "client" and self.cfg.privacy.active
         max_weight = 1.0 if client_dp else max(s.num_train for s in sampled)
+        from fedsilo.federation.secure_workflow import secure_round  # Flower's legacy server API: only when used
+
         result = secure_round(self.grid, rnd, self._with_state(messages), fed.secagg, max_weight=max_weight,
                               timeout=fed.timeout)
         self.masked = result.masked
