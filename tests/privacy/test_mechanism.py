@@ -141,3 +141,17 @@ def test_augmentations_that_tie_slices_together_are_refused_under_sample_dp(meth
         seg_config("privacy.mode=sample", method=method)
     seg_config("privacy.mode=sample", "privacy.epsilon=inf", method=method)  # the non-private sweep point
     seg_config("privacy.mode=sample", method="gin")
+
+
+def test_a_deployed_site_refuses_reproducible_noise(tmp_path, superlink_identity):
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from fedsilo.config import dumps
+    from fedsilo.federation.client_app import site_job
+    from fedsilo.federation.messages import CONFIG, CONFIG_TOML
+
+    cfg = phantom_classification_config(*DP)  # (reproducible noise on)
+    msg = Message(RecordDict({CONFIG: ConfigRecord({CONFIG_TOML: dumps(cfg)})}), dst_node_id=1, message_type="train")
+    node = Context(run_id=1, node_id=1, node_config={"data-path": str(tmp_path)}, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="this site refuses privacy.reproducible_noise = true"):
+        site_job(msg, node)
