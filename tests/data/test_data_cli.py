@@ -49,7 +49,7 @@ def test_inspect_folder_and_file(tmp_path, capsys, shared_data):
     assert "no such file or folder" in capsys.readouterr().err
 
 
-def test_inspect_config(tmp_path, capsys):
+def test_inspect_config(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "c.toml"
     cfg.write_text("""
 [experiment]
@@ -67,3 +67,9 @@ num_sites = 1
     preview = tmp_path / "p.png"
     assert main(["data", "inspect", str(cfg), "--preview", str(preview)]) == 0
     assert "ct-a" in capsys.readouterr().out and preview.is_file()
+    # without --preview: under runs/inspect/ (ignored by git), not loose in the current directory
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["data", "inspect", str(cfg)]) == 0
+    assert [p.relative_to(work).as_posix() for p in work.rglob("*.png")] == ["runs/inspect/inspect-c.png"]

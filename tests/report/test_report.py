@@ -47,6 +47,24 @@ def test_report_and_compare_commands(two_runs, tmp_path, capsys):
     assert "neither a run folder" in capsys.readouterr().err
 
 
+def test_compare_writes_beside_the_runs_and_refuses_runs_of_different_tasks(two_runs, tmp_path, capsys, monkeypatch):
+    from fedsilo.run.start import start_run
+    from helpers import seg_config
+
+    a, b = two_runs
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # e.g. a checkout's root
+    assert main(["compare", str(a.path), str(b.path)]) == 0
+    written = sorted(a.path.parent.glob("compare-*.html"))
+    assert len(written) == 1 and not list((tmp_path / "elsewhere").iterdir())  # beside the runs, not in cwd
+    seg = start_run(seg_config("federation.rounds=1"), a.path.parent / "seg")
+    capsys.readouterr()
+    assert main(["compare", str(a.path), str(seg.path), "--out", str(tmp_path / "mixed.html")]) == 2
+    err = capsys.readouterr().err
+    assert "compare needs runs of one task" in err and f"{seg.path.name}: segmentation" in err
+    assert not (tmp_path / "mixed.html").exists()
+
+
 def test_markdown_tables_to_html():
     html = markdown_tables("# T\n\ntext\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     assert "<h2>T</h2>" in html and "<p>text</p>" in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,9 +66,9 @@ def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     run_audit(args.run_dir, attacks, args.sets, args.device)
-    from fedsilo.report.modelcard import write_model_card
+    from fedsilo.report import write_run_files
 
-    write_model_card(args.run_dir)  # the card quotes the measured leakage
+    write_run_files(args.run_dir)  # the model card and report.html show the measured leakage
     print((Path(args.run_dir) / AUDIT_MD).read_text(encoding="utf-8"))
     print(f"Audit: {Path(args.run_dir) / 'audit.json'}")
     return 0
@@ -124,8 +125,19 @@ def cmd_report(args: argparse.Namespace, tty: bool) -> int:
 
 def cmd_compare(args: argparse.Namespace, tty: bool) -> int:
     from fedsilo.report import compare_report
+    from fedsilo.run.folder import RunDir
 
-    out = args.out or f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    runs = [RunDir.open(p) for p in args.runs]
+    tasks = {r.cfg.experiment.task for r in runs}
+    if len(tasks) > 1:
+        raise UsageError("compare needs runs of one task (their metrics differ), got "
+                         + ", ".join(f"{r.path.name}: {r.cfg.experiment.task}" for r in runs))
+    # beside the runs (their common folder), never into the current directory
+    paths = [r.path.resolve() for r in runs]
+    base = Path(os.path.commonpath(paths))
+    if base in paths:
+        base = base.parent
+    out = args.out or base / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.html"
     if Path(out).exists():
         from fedsilo.run.folder import RunDirError
 
@@ -152,7 +164,11 @@ def cmd_data(args: argparse.Namespace, tty: bool) -> int:
             print(f"Wrote {args.n} fundus phantom images (APTOS layout) and {csv_path}")
         return 0
     if args.data_command == "inspect":
-        out_png = Path(args.preview or f"inspect-{Path(args.path).stem.split('.')[0]}.png")
+        # with fedsilo's other outputs under runs/ (ignored by git), not loose in the current
+        # directory, and never beside the data (a data folder may be read-only or shared)
+        name = Path(args.path).resolve().stem.split(".")[0]
+        out_png = Path(args.preview) if args.preview else Path("runs") / "inspect" / f"inspect-{name}.png"
+        out_png.parent.mkdir(parents=True, exist_ok=True)
         if out_png.exists():
             from fedsilo.run.folder import RunDirError
 

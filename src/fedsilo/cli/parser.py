@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--size", type=int, default=128, help="fundus image size in pixels")
     ins = dsub.add_parser("inspect", help="table of patients/slices/spacings/organs and a preview PNG")
     ins.add_argument("path", help="data folder, NIfTI file, manifest CSV or experiment config (.toml)")
-    ins.add_argument("--preview", help="PNG to write (default inspect-<name>.png)")
+    ins.add_argument("--preview", help="PNG to write (default runs/inspect/inspect-<name>.png)")
     ins.add_argument("--modality", choices=["ct", "mr"], help="modality when the files do not say")
     ins.add_argument("--mapping", help="label table (chaos_mr, amos, totalsegmentator_v2, fedsilo or a .toml)")
     de = dsub.add_parser("deidentify", help="remove patient-identifying DICOM attributes (PS3.15 basic profile)")
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="side-by-side table and overlaid curves of runs")
     cmp_.add_argument("runs", nargs="+", help="run folders")
-    cmp_.add_argument("--out", help="HTML file to write (default compare-<time>.html)")
+    cmp_.add_argument("--out", help="HTML file to write (default compare-<time>.html in the runs' common folder)")
     cmp_.set_defaults(func=cmd_compare)
     return parser
 
