@@ -185,7 +185,9 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
             cells.append("–" if pct != pct else f"{pct:.1f}%")
         n = len(groups[(combo, mode)])
         rows.append([combo_slug(combo), mode, str(n), *(pm(*st.get(k, nan), n=n) for k in metric_keys), *cells])
-    text = ("# Sweep summary\n\nMean ± std over seeds of the final round; `sel_*` columns: "
+    spread = ("Mean ± std over seeds of the final round" if max((len(g) for g in groups.values()), default=1) > 1
+              else "One seed per setting: the final round's values (no spread to show; `--seeds 3` gives mean ± std)")
+    text = (f"# Sweep summary\n\n{spread}; `sel_*` columns: "
             "the round with the best global validation score (model selection on the sites' "
             "validation splits, not on the test split).\n\n"
             f"{markdown_table(header, rows)}\n")

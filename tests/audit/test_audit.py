@@ -137,6 +137,10 @@ max_samples = 20
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| epsilon=")}
     assert set(rows) == {"epsilon=inf", "epsilon=4"}
     assert (tmp_path / "sw" / "epsilon=inf" / "federated" / "seed-0" / "audit.json").exists()
+    # one seed: no "mean ± std" claimed over a single value
+    assert "One seed per setting" in md and "Mean ± std" not in md
+    html = (tmp_path / "sw" / "report.html").read_text()
+    assert "Comparison (one seed)" in html and "mean ± std over seeds" not in html
 
 
 def test_gan_outcome_runs_every_gan_attack_for_a_plugin(tmp_path):

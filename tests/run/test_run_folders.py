@@ -148,6 +148,7 @@ depth = 2
     md = (out / "summary.md").read_text()
     assert "| name=fedavg | federated | 2 |" in md and "| name=fedmedian | centralised | 2 | " in md
     assert "100.0%" in md  # centralised is 100% of itself
+    assert "Mean ± std over seeds of the final round" in md  # 2 seeds: a spread to show
     lines = (out / "summary.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2 * 2
     spec = json.loads((out / "sweep.json").read_text())

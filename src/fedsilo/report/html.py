@@ -243,7 +243,8 @@ def sweep_report(sweep_dir: str | Path) -> Path:
     if md_path.is_file():
         md = md_path.read_text(encoding="utf-8")
         metrics = re.findall(r"\b(?:test|val)_[a-z0-9_]+", md)
-        sections.append(Section("Comparison (mean ± std over seeds)", markdown_tables(md), metrics))
+        title = "Comparison (mean ± std over seeds)" if len(spec["seeds"]) > 1 else "Comparison (one seed)"
+        sections.append(Section(title, markdown_tables(md), metrics))
     bars = _sweep_bars(sweep_dir)
     if bars:
         sections.append(Section("Primary metric by setting and mode", bars))
