@@ -75,6 +75,13 @@ def test_glossary_defines_prefixed_metrics():
     assert "kappa" in define("test_kappa")
     assert "mm" in define("val_hd95_mr_liver")
     assert define("test_unknown_thing") is None
+    # attack and audit numbers are not read as grading accuracy or as the budget spent
+    assert "attack" in define("balanced_accuracy") and "0.5 = chance" in define("logan_balanced_accuracy")
+    assert "DR grade" in define("test_accuracy")
+    assert "lower bound" in define("audit_dp_canary_epsilon_lower_bound")
+    assert "spent" in define("train_epsilon") and "clipped" in define("secagg_clipped")
+    assert "below 0.5" in define("audit_dcr_auc") and "membership" in define("audit_loss_auc")
+    assert "training objective" in define("train_d_loss") and "training objective" in define("val_loss")
 
 
 def test_sweep_report_plots_privacy_utility_when_epsilon_is_swept(tmp_path):

@@ -6,10 +6,12 @@ import re
 
 # (pattern on the metric name without its test_/val_/train_ prefix, definition)
 _DEFINITIONS: list[tuple[str, str]] = [
+    (r"balanced_accuracy", "Best balanced accuracy of an attack's yes/no decision over all thresholds (the mean "
+                           "of its true-positive and true-negative rates): 0.5 = chance."),
     (r"accuracy", "Share of images whose predicted DR grade equals the true grade."),
     (r"kappa", "Quadratic-weighted Cohen's kappa between predicted and true grades: 1 = perfect "
                "agreement, 0 = chance; large grade errors cost more (the standard DR-grading score)."),
-    (r"loss", "Mean training objective (cross-entropy for grading; Dice + CE for segmentation; BCE for GANs)."),
+    (r"loss$", "Mean training objective (cross-entropy for grading; Dice + CE for segmentation; BCE for GANs)."),
     (r"realism", "Mean sigmoid output of a reference discriminator trained centrally on pooled real "
                  "training images, over generated images (as defined by the FedGAN paper; higher = more real-looking)."),
     (r"^fd", "Fréchet distance between Gaussian fits of real held-out and generated images' features from a "
@@ -24,7 +26,14 @@ _DEFINITIONS: list[tuple[str, str]] = [
     (r"dice3d", "Dice overlap per patient (slices re-stacked into volumes), averaged over patients: 1 = perfect."),
     (r"dice", "Dice overlap 2|A∩B| / (|A|+|B|) between predicted and true organ masks: 1 = perfect."),
     (r"hd95", "95th percentile of surface distances between predicted and true organ boundaries, in mm; lower is better."),
+    (r"epsilon_lower_bound", "Empirical lower bound on epsilon from the one-run canary audit (95% confidence): "
+                             "a sound mechanism keeps it at or below the accountant's epsilon."),
     (r"epsilon", "Differential-privacy budget spent so far (with the stated delta): smaller = stronger guarantee."),
+    (r"secagg_clipped", "Share of a site's update weights that secure aggregation clipped to its range (0 keeps "
+                        "the secure mean within the rounding error of plain FedAvg)."),
+    (r"dcr_auc", "Distance to closest record: AUC of telling training images from held-out ones by how close "
+                 "the nearest generated image is. 0.5 = no sign of copying; below 0.5 the generated images sit "
+                 "closer to held-out than to training images, which is not leakage either."),
     (r"auc", "Area under the ROC curve of a membership-inference attack: 0.5 = no leakage, 1 = members fully exposed."),
     (r"tpr", "True-positive rate of the attack at a fixed low false-positive rate: how many members are exposed with confidence."),
     (r"sites_(sampled|aggregated|rejected|dropped)", "Sites sampled this round, whose updates were aggregated, "
