@@ -86,8 +86,10 @@ def private_generator(base: int, *keys: int | str, reproducible: bool,
     unpredictable, the stream after it is not a cryptographic PRNG (Opacus' ``secure_mode`` with
     ``torchcsprng`` is; it is not packaged for this torch).
     """
+    if reproducible:
+        return torch_generator(base, *keys, device=device)
     gen = torch.Generator(device=device)
-    gen.manual_seed(derive_seed(base, *keys) if reproducible else secure_seed())
+    gen.manual_seed(secure_seed())
     return gen
 
 

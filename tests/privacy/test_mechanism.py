@@ -19,7 +19,7 @@ from fedsilo.deploy.certs import DeployError
 from fedsilo.deploy.run import refuse_simulation_only
 from fedsilo.run.load import initial_weights
 from fedsilo.tasks import TrainContext, make_task
-from fedsilo.training import SiteRound
+from fedsilo.training import SiteRound, private_submodule
 from helpers import gan_config, phantom_classification_config, seg_config
 
 DP = ("privacy.mode=sample", "privacy.noise_multiplier=1.0", "privacy.max_grad_norm=1.0",
@@ -39,16 +39,19 @@ def _configs():
 CONFIGS = _configs()
 
 
-def _round(cfg, data) -> SiteRound:
+def _round(cfg, data, state: dict | None = None) -> SiteRound:
     task = make_task(cfg)
     model = task.build_model()
     model.load_state_dict(initial_weights(task))
-    ctx = TrainContext(round=1, site_index=0, site_name="site-1", device=torch.device("cpu"), site_state={})
-    return SiteRound(task, model, data, ctx)
+    ctx = TrainContext(round=1, site_index=0, site_name="site-1", device=torch.device("cpu"),
+                       site_state={} if state is None else state)
+    round_ = SiteRound(task, model, data, ctx)
+    # DP-SGD wraps exactly the part of the model the task declares private (a GAN's discriminator)
+    assert round_.private.module._module is private_submodule(task, model)
+    return round_
 
 
 def _private_params(round_: SiteRound) -> list[torch.nn.Parameter]:
-    assert round_.private is not None
     return [p for p in round_.private.module.parameters() if p.requires_grad]
 
 
@@ -99,11 +102,7 @@ def test_a_samples_gradient_does_not_depend_on_its_batch_mates(task):
 def test_an_empty_poisson_batch_is_a_noise_step_that_the_accountant_counts(task):
     cfg = CONFIGS[task]
     state: dict = {}
-    task_ = make_task(cfg)
-    model = task_.build_model()
-    model.load_state_dict(initial_weights(task_))
-    round_ = SiteRound(task_, model, _site(cfg), TrainContext(round=1, site_index=0, site_name="site-1",
-                                                               device=torch.device("cpu"), site_state=state))
+    round_ = _round(cfg, _site(cfg), state)
     before = [p.detach().clone() for p in _private_params(round_)]
     round_.step(torch.zeros(0, dtype=torch.long))
     moved = [(p.detach() - b).norm().item() for p, b in zip(_private_params(round_), before, strict=True)]

@@ -199,7 +199,11 @@ def test_a_private_generators_provenance_says_what_epsilon_covers(tmp_path):
                                "privacy.reproducible_noise=true"), tmp_path / "dp")
     prov = json.loads((sample_run(run.path, 8, tmp_path / "syn", seed=0) / "provenance.json").read_text())
     privacy = prov["privacy"]
-    assert privacy["guarantee"] == "(sample-level) differential privacy" and privacy["epsilon"] > 0
+    assert privacy["guarantee"] == "(sample-level) differential privacy"
+    # the release's epsilon is the largest any site spent, as the run recorded it
+    spent = {s: v["train_epsilon"] for s, v in final_rows(run).items() if "train_epsilon" in v}
+    assert set(spent) == {"site-1", "site-2"} and privacy["site_epsilon"] == pytest.approx(spent)
+    assert privacy["epsilon"] == pytest.approx(max(spent.values()))
     assert privacy["noise"] == "reproducible noise: simulation only, not a privacy guarantee"
     # unconditional: grades come from a reference classifier trained without DP
     assert privacy["covers"].startswith("the generated images only") and "not covered by epsilon" in privacy["covers"]

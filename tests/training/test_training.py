@@ -28,7 +28,7 @@ def test_private_gan_round_trains_the_discriminator_privately_and_the_generator_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state: dict = {}
     round_ = SiteRound(task, model, data, _ctx(state))
-    assert round_.private is not None and round_.private.module._module is model.discriminator
+    assert round_.private.module._module is model.discriminator
     for idx in round_.batches():
         round_.step(idx)
         # the generator's phase ran through D with per-sample gradients off: D's per-sample

@@ -151,7 +151,7 @@ def secure_round(grid: Grid, rnd: int, messages: list[Message], settings: SecAgg
         raise ValueError(f"secure aggregation needs at least 2 sites in a round, got {len(messages)}")
     names = float_names(messages[0].content.array_records[ARRAYS])
     workflow = SecAggPlusWorkflow(
-        num_shares=_odd_shares(settings.num_shares, len(messages)),
+        num_shares=float(settings.num_shares),  # a share of the round's sites; Flower makes it odd
         reconstruction_threshold=settings.reconstruction_threshold,
         max_weight=float(max_weight), clipping_range=float(settings.clipping_range),
         quantization_range=int(settings.quantization_range), modulus_range=MODULUS, timeout=timeout)
@@ -187,14 +187,6 @@ def _workflow_state() -> Any:
     from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
     return WorkflowState()
-
-
-def _odd_shares(fraction: float, sites: int) -> int | float:
-    """The workflow's ``num_shares``: all sites (classic SecAgg) or an odd count >= 3."""
-    if fraction >= 1.0 or sites <= 3:
-        return 1.0  # every site is every site's neighbour
-    k = max(3, round(fraction * sites))
-    return k if k % 2 else k + 1
 
 
 __all__ = ["MODULUS", "SecureRound", "secure_round"]

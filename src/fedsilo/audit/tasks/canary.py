@@ -19,7 +19,7 @@ def dp_canary(ctx: AuditContext) -> AuditOutcome:
     the largest epsilon they refute at 95% confidence, beside the accountant's epsilon."""
     from fedsilo.report.summary import privacy_spent
 
-    canaries = run_canaries(ctx.task, ctx.task.build_model())
+    canaries = run_canaries(ctx.task, ctx.model)  # drawn on names and shapes: the attacked model has them
     if canaries is None:
         if ctx.cfg.privacy.mode != "sample":
             return AuditOutcome()
