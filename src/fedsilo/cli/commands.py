@@ -113,10 +113,13 @@ def cmd_report(args: argparse.Namespace, tty: bool) -> int:
     if (path / "sweep.json").is_file():
         out = sweep_report(path)
     elif (path / "config.toml").is_file():
+        from fedsilo.report import track_files
         from fedsilo.report.modelcard import write_model_card
 
-        print(f"Model card: {write_model_card(path)}")
+        card = write_model_card(path)
+        print(f"Model card: {card}")
         out = run_report(path)
+        track_files(path, [card, out])  # the tracker run (experiment.tracking) gets the new files
     else:
         raise RunDirError(f"{str(path)!r} is neither a run folder (config.toml) nor a sweep folder (sweep.json)")
     print(f"Report: {out}")

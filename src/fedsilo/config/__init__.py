@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 
 def absolute_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
-    """Make relative data paths absolute (against ``base``, default the working directory).
+    """Make relative data paths and tracker locations absolute (against ``base``, default the working directory).
 
     The resolved config then means the same thing in every process that reads it (Ray
     workers, resumed runs started elsewhere).
@@ -61,6 +62,11 @@ def absolute_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experimen
         spec.label_path = fix(spec.label_path)
         if spec.mapping.endswith(".toml"):
             spec.mapping = fix(spec.mapping)
+    uri = cfg.experiment.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        cfg.experiment.tracking_uri = "sqlite:///" + fix(uri[len("sqlite:///"):])
+    elif not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri):  # a folder (tensorboard), not a URI
+        cfg.experiment.tracking_uri = fix(uri)
     return cfg
 
 

@@ -27,6 +27,7 @@ from fedsilo.registry import TASKS
 
 ModeName = Literal["federated", "centralised", "local"]
 EngineName = Literal["local", "simulation"]
+TrackerName = Literal["none", "tensorboard", "mlflow"]
 StrategyName = Literal[
     "fedavg",
     "fedprox",
@@ -67,6 +68,18 @@ class ExperimentSection:
     threads: int = param(0, "Torch CPU threads per process (0 = torch's default).", ge=0)
     amp: bool = param(False, "Mixed precision on CUDA: bfloat16 autocast of forward passes and losses (no effect on "
                              "CPU, the tested default).")
+    tracking: TrackerName = param(
+        "none",
+        "Experiment tracker that also receives each round's global and per-site metrics, the resolved config "
+        "and the report and model card (the run folder stays the complete record): none; tensorboard = event "
+        "files in RUN_DIR/tensorboard/; mlflow = an MLflow run in a local SQLite store RUN_DIR/mlflow/mlflow.db, "
+        "no server. Needs `pip install 'fedsilo[tracking]'`.",
+    )
+    tracking_uri: str = param(
+        "", "Where the tracker writes instead of the run folder ('' = inside it). tensorboard: a log folder that "
+            "runs share, each run in FOLDER/PARENT/RUN (RUN its run folder, PARENT the folder holding it); mlflow: "
+            "a tracking URI (sqlite:///path/mlflow.db, http://host:5000, ...), runs filed under the MLflow "
+            "experiment named experiment.name.")
 
     def validate(self, prefix: str) -> None:
         if self.task not in TASKS:

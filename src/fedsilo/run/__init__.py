@@ -7,6 +7,8 @@ and loading what a finished run trained.
 - :mod:`.app`: the ServerApp bound to a run folder (``flwr run .`` in deployments);
 - :mod:`.centralised`: the centralised reference (all sites' data pooled);
 - :mod:`.load`: :func:`load_trained`, a finished run's model at a round.
+- :mod:`.tracking`: the same metrics, config and report also in TensorBoard or MLflow
+  (``experiment.tracking``).
 """
 
 from fedsilo.run.folder import RunDir, RunDirError

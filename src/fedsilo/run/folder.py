@@ -13,6 +13,8 @@ Layout of a run folder::
         round-NNNN.pt    the same for each evaluation round (``eval.keep_models``)
       sites.json         the sites: names, sample counts, aggregate descriptors (modality, organs)
       MODEL_CARD.md      what the model is, was trained on and is good for (written with the report)
+      tracking.json      which TensorBoard folder / MLflow run also holds this run (experiment.tracking)
+      tensorboard/       its TensorBoard event files, or mlflow/ its MLflow store (by default)
 
 A run folder is never overwritten: :meth:`RunDir.create` refuses an existing non-empty folder.
 """

@@ -20,6 +20,7 @@ import torch
 from fedsilo import progress
 from fedsilo.rounds import FederationError, Row, SiteTable, StopTraining
 from fedsilo.run.folder import RunDir
+from fedsilo.run.tracking import Tracker, make_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,15 @@ def _summary(rows: list[Row], key: str) -> str:
     return ""
 
 
+def _record(run: RunDir, tracker: Tracker, rnd: int, rows: list[Row]) -> None:
+    """Append ``rows`` to metrics.jsonl and hand them, grouped by scope, to the experiment tracker."""
+    scopes: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        run.log_metrics(rnd, row.scope, row.values)
+        scopes.setdefault(row.scope, {}).update(row.values)
+    tracker.log_round(rnd, scopes)
+
+
 def run_rounds(
     executor: RoundExecutor,
     run: RunDir,
@@ -100,10 +110,26 @@ def run_rounds(
         Called with the round number after its checkpoint is written; raising
         :class:`RunInterrupted` there stops the run cleanly (the checkpoint stays).
     """
-    cfg = run.cfg
-    rounds, every = cfg.federation.rounds, cfg.federation.eval_every
     record_sites(run, executor.setup())
     ckpt = run.load_checkpoint()
+    tracker = make_tracker(run.cfg.experiment.tracking)  # its failures after start are logged, never fatal
+    tracker.start(run.cfg, run.path, first_round=0 if ckpt is None else int(ckpt["round"]) + 1)
+    try:
+        final = _rounds(executor, run, ckpt, tracker, summary_key, on_round_end)
+    except (RunInterrupted, KeyboardInterrupt):
+        tracker.close("killed")
+        raise
+    except BaseException:
+        tracker.close("failed")
+        raise
+    tracker.close("finished")
+    return final
+
+
+def _rounds(executor: RoundExecutor, run: RunDir, ckpt: dict[str, Any] | None, tracker: Tracker,
+            summary_key: str, on_round_end: Callable[[int], None] | None) -> dict[str, Any]:
+    cfg = run.cfg
+    rounds, every = cfg.federation.rounds, cfg.federation.eval_every
     first = 1
     if ckpt is not None:
         executor.load_state_dict(ckpt["executor"])
@@ -112,8 +138,7 @@ def run_rounds(
         run.truncate_metrics(int(ckpt["round"]))
         logger.info("Resuming %s after round %d", run.path, first - 1)
     else:
-        for row in executor.evaluate(0, sites=False):
-            run.log_metrics(0, row.scope, row.values)
+        _record(run, tracker, 0, executor.evaluate(0, sites=False))
     reporter = progress.current()
     reporter.start(rounds, first, executor.label)
     last = first - 1
@@ -131,8 +156,7 @@ def run_rounds(
             rows += executor.evaluate(rnd)
             if cfg.eval.keep_models:
                 run.save_round_model(rnd, executor.final_state())
-        for row in rows:
-            run.log_metrics(rnd, row.scope, row.values)
+        _record(run, tracker, rnd, rows)
         run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states()})
         reporter.round_finished(rnd, _summary(rows, summary_key))
         last = rnd
@@ -142,8 +166,7 @@ def run_rounds(
         logger.warning("Stopping %s after round %d of %d: %s", run.path, last, rounds, stopped)
         rows = executor.evaluate(last) if last and last % every else []
         rows.append(Row("global", {"stopped_early": 1, "stop_reason": stopped}))
-        for row in rows:
-            run.log_metrics(last, row.scope, row.values)
+        _record(run, tracker, last, rows)
     final = executor.final_state()
     run.save_final({"round": last if stopped is not None else rounds, **final,
                     **({"stopped_early": stopped} if stopped is not None else {})})

@@ -15,6 +15,7 @@ import torch
 from fedsilo.config import ConfigError, ExperimentConfig
 from fedsilo.run.folder import RunDir, RunDirError
 from fedsilo.run.loop import run_rounds
+from fedsilo.run.tracking import check_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     engine = engine or cfg.experiment.engine
     _check_engine(engine)
     _check_canaries(cfg)
+    check_tracking(cfg)
     run = RunDir.create(out, cfg, engine)
     execute(run, engine, on_round_end)
     return run
@@ -38,6 +40,7 @@ def resume_run(path: str | Path, engine: str | None = None,
     run = RunDir.open(path)
     engine = engine or run.read_env().get("engine", run.cfg.experiment.engine)
     _check_engine(engine)
+    check_tracking(run.cfg)
     ckpt = run.load_checkpoint()
     done = 0 if ckpt is None else int(ckpt["round"])
     if done >= run.cfg.federation.rounds and run.final_path.exists():
