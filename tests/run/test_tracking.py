@@ -157,7 +157,7 @@ def test_a_failing_tracker_is_switched_off_not_the_run(caplog):
             calls.append(rnd)
             raise OSError("tracking server unreachable")
 
-    tracker = GuardedTracker(Broken())
+    tracker = GuardedTracker(Broken(), "mlflow")
     with caplog.at_level(logging.ERROR):
         tracker.log_round(1, {"global": {"a": 1.0}})
         tracker.log_round(2, {"global": {"a": 1.0}})
@@ -188,3 +188,14 @@ def test_relative_tracking_locations_are_made_absolute(tiny_cfg, tmp_path):
                           tmp_path).experiment.tracking_uri == f"sqlite:///{tmp_path / 'db' / 'm.db'}"
     for uri in ("http://host:5000", f"sqlite:///{tmp_path}/m.db", "file:///x/mlruns"):
         assert absolute_paths(tiny_cfg(f"experiment.tracking_uri={uri}"), tmp_path).experiment.tracking_uri == uri
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_with_the_setting_named(tiny_cfg, tmp_path):
+    class Unreachable(NullTracker):
+        def start(self, cfg, run_dir, *, first_round=0):
+            raise ConnectionError("connection refused")
+
+    cfg = tiny_cfg("experiment.tracking=mlflow", "experiment.tracking_uri=http://localhost:9")
+    with pytest.raises(ConfigError, match=r"experiment.tracking = 'mlflow' could not start at http://localhost:9 "
+                                          r"\(experiment.tracking_uri\): ConnectionError: connection refused"):
+        GuardedTracker(Unreachable(), "mlflow").start(cfg, tmp_path)

@@ -51,9 +51,9 @@ def make_tracker(kind: str) -> Tracker:
     if kind == "none":
         return NullTracker()
     if kind == "tensorboard":
-        return GuardedTracker(TensorBoardTracker())
+        return GuardedTracker(TensorBoardTracker(), kind)
     if kind == "mlflow":
-        return GuardedTracker(MlflowTracker())
+        return GuardedTracker(MlflowTracker(), kind)
     raise ValueError(f"experiment.tracking must be one of {', '.join(TRACKERS)}, got {kind!r}")
 
 

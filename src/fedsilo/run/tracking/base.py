@@ -136,12 +136,21 @@ class GuardedTracker:
     server; a tracker that cannot start at all does stop the run, before any training.
     """
 
-    def __init__(self, inner: Tracker) -> None:
+    def __init__(self, inner: Tracker, kind: str) -> None:
         self._inner: Tracker | None = inner
+        self._kind = kind
 
     def start(self, cfg: ExperimentConfig, run_dir: Path, *, first_round: int | None = 0) -> None:
-        if self._inner is not None:
+        if self._inner is None:
+            return
+        try:
             self._inner.start(cfg, run_dir, first_round=first_round)
+        except ConfigError:
+            raise
+        except Exception as exc:  # an unreachable server, an unwritable folder: say which setting
+            where = cfg.experiment.tracking_uri or f"its default place in {run_dir}"
+            raise ConfigError(f"experiment.tracking = {self._kind!r} could not start at {where} "
+                              f"(experiment.tracking_uri): {type(exc).__name__}: {exc}") from exc
 
     def log_round(self, rnd: int, scopes: Scopes) -> None:
         self._call("log_round", rnd, scopes)
