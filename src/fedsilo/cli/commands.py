@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -195,9 +196,12 @@ def cmd_demo(args: argparse.Namespace, tty: bool) -> int:
 
     out = args.out or str(Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
     with progress.use(reporter(tty)):
-        index = run_demo(out)
+        index = run_demo(out, seed=args.seed)
     for summary in sorted(Path(out).glob("*/summary.md")):
         print(summary.read_text(encoding="utf-8"))
+    claims = json.loads((Path(out) / "claims.json").read_text(encoding="utf-8"))["claims"]
+    for c in claims:
+        print(f"{'shown' if c['holds'] else 'NOT shown':>9}: {c['statement']} ({c['evidence']})")
     print(f"Demo report: {index}")
     return 0
 

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="the headline demo on built-in phantoms (what `make demo` runs)")
     dm.add_argument("--out", help="new folder for the demo (default runs/demo-<time>)")
+    dm.add_argument("--seed", type=int, default=0, help="experiment.seed of every run (default 0)")
     dm.set_defaults(func=cmd_demo)
 
     cd = sub.add_parser("config-docs", help="print (or write) the reference of every config key")
