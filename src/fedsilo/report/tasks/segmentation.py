@@ -17,7 +17,7 @@ from fedsilo.tasks.segmentation.evaluation import FAMILIES
 OVERLAY_RE = re.compile(r"^([a-z0-9]+)-round-(\d+)$")
 #: ``test_<family>_<modality>_<organ>``: the per-organ metrics of a modality's test set.
 KEY_RE = re.compile(r"^test_(dice3d|dice2d|hd95)_([a-z]+)_([a-z_]+)$")
-TITLES = {"dice3d": "3D Dice per patient", "dice2d": "2D Dice per slice", "hd95": "HD95 (mm) per patient"}
+TITLES = {"dice3d": "3D Dice per patient", "dice2d": "2D Dice per slice", "hd95": "HD95 (mm, lower is better) per patient"}
 
 
 def modalities(keys: Sequence[str]) -> list[str]:
