@@ -6,8 +6,8 @@ headless Chromium at each width and returns what a reader would trip over:
 - horizontal overflow: the page is wider than the window, or an element reaches past its right
   edge outside a horizontally scrollable wrapper; at a laptop width (1200 px or more) a table
   that needs its scroll wrapper counts too (it should fit there);
-- table headers that break inside a word (a header may break at spaces and at the ``<wbr>``
-  after an underscore, nowhere else) or whose text overflows the cell;
+- table headers and row labels (a row's first cell) that break inside a word (they may break
+  at spaces and at the ``<wbr>`` after an underscore, nowhere else) or overflow their cell;
 - images without a caption (an ``<img>`` needs a non-empty ``alt`` and a ``<figure>`` with a
   non-empty ``<figcaption>``) or that did not load.
 
@@ -73,9 +73,10 @@ window.addEventListener('load', function () {
                      ' px in ' + el.clientWidth + ' px)');
     }
   });
-  document.querySelectorAll('th').forEach(function (th) {
+  document.querySelectorAll('th, tr > td:first-child').forEach(function (th) {
     var label = th.textContent.replace(/\s+/g, ' ').trim();
-    if (th.scrollWidth > th.clientWidth + 1) problems.push('header "' + label + '" overflows its cell');
+    var kind = th.tagName === 'TH' ? 'header' : 'row label';
+    if (th.scrollWidth > th.clientWidth + 1) problems.push(kind + ' "' + label + '" overflows its cell');
     var walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT), node;
     while ((node = walker.nextNode())) {
       var re = /\S+/g, m;
@@ -88,7 +89,7 @@ window.addEventListener('load', function () {
           if (rc.width > 0) tops[Math.round(rc.top)] = 1;
         });
         if (Object.keys(tops).length > 1) {
-          problems.push('header "' + label + '" breaks inside "' + m[0] + '"');
+          problems.push(kind + ' "' + label + '" breaks inside "' + m[0] + '"');
         }
       }
     }

@@ -199,7 +199,7 @@ def compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     rows = [[k, *(fmt(metrics[n].get(k)) for n in names)] for k in keys]
     curve_keys = list(dict.fromkeys(k for r in runs for k in presenter_for(r.cfg).curve_metrics()))
     png = plots.overlay_curves_png({n: r.read_metrics() for n, r in zip(names, runs)}, curve_keys)
-    sections = [Section("Runs", table(["setting", *names], settings)),
+    sections = [Section("Runs", table(["setting", *names], settings, cls="kv")),
                 Section("Final metrics", table(["metric", *names], rows), keys),
                 Section("Curves (global)", img(png, "overlaid curves",
                                                "The global metrics of each run over rounds, one colour per run."),
@@ -211,7 +211,10 @@ def compare_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
 
 
 def _unique_names(runs: Sequence[RunDir]) -> list[str]:
-    names = [r.path.name for r in runs]
-    if len(set(names)) < len(names):
-        names = [str(r.path) for r in runs]
-    return names
+    """The shortest trailing parts of the runs' paths that tell them apart (``federated/seed-0``)."""
+    parts = [r.path.resolve().parts for r in runs]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(r.path) for r in runs]
