@@ -67,8 +67,9 @@ def _partition_section(run: RunDir) -> Section:
     if not png.is_file():
         return Section("Data at each site", "")
     lines = [line.split(",") for line in csv_path.read_text(encoding="utf-8").splitlines()] if csv_path.is_file() else []
-    chart = img_file(png, "images per site and class",
-                     "Images per site and class (the partition of the training data among the sites).")
+    chart = img_file(png, "training samples per site and class",
+                     "Training samples per site and class: how the training data are divided among the sites "
+                     "(counts in the table below).")
     return Section("Data at each site", chart + (fit_table(lines[0], lines[1:]) if lines else ""))
 
 
