@@ -21,10 +21,12 @@ from pathlib import Path
 from fedsilo.config import ConfigError, ExperimentConfig, load_config
 from fedsilo.fileio import atomic_write_text
 from fedsilo.report.summary import (
+    PERCENT_EXPLAINED,
     MetricTable,
     final_metrics,
     group_metrics,
     markdown_table,
+    percent_note,
     percent_of,
     pm,
     selected_metrics,
@@ -189,7 +191,7 @@ def write_summary(runs: list[SweepRun], out: Path) -> Path:
               else "One seed per setting: the final round's values (no spread to show; `--seeds 3` gives mean ± std)")
     text = (f"# Sweep summary\n\n{spread}; `sel_*` columns: "
             "the round with the best global validation score (model selection on the sites' "
-            "validation splits, not on the test split).\n\n"
+            f"validation splits, not on the test split). {PERCENT_EXPLAINED if percent else ''}\n\n"
             f"{markdown_table(header, rows)}\n")
     for table in task.sweep_tables(all_keys):
         text += f"\n## {table.title}\n\n{write_metric_table(table, stats, groups, out)}\n"
@@ -227,4 +229,5 @@ def write_metric_table(table: MetricTable, stats: dict[tuple[tuple[tuple[str, st
         writer.writerow(["grid", "mode", "seeds",
                          *(f"{c}_{part}" for c in table.columns for part in ("mean", "std", "pct_of_centralised"))])
         writer.writerows(csv_rows)
-    return markdown_table(["grid", "mode", "seeds", *table.columns], md_rows)
+    note = percent_note(table.higher_is_better) if "centralised" in {mode for _, mode in stats} else ""
+    return (f"{note}\n\n" if note else "") + markdown_table(["grid", "mode", "seeds", *table.columns], md_rows)

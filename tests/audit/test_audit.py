@@ -38,7 +38,7 @@ def test_audit_cli_writes_json_markdown_and_plots(tiny_cfg, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "# Privacy audit" in out and "| loss | membership |" in out
-    assert "<h3>loss</h3>" in (run.path / "report.html").read_text()  # the report shows the audit at once
+    assert "<th>loss</th>" in (run.path / "report.html").read_text()  # the report shows the audit at once
     report = json.loads((run.path / "audit.json").read_text())
     assert set(report["attacks"]) == {"loss", "lira", "rmia"}
     loss = report["attacks"]["loss"]

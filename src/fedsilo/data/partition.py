@@ -251,5 +251,5 @@ def save_partition_table(
     ax.set_title("Partition: samples per class at each site")
     ax.legend(fontsize=7, ncols=min(len(class_names), 5), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    fig.savefig(png_path, dpi=110, bbox_inches="tight")  # the legend below the axes is wider than they are
     plt.close(fig)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,12 @@ def figure_png(fig: Any, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def marker_size(points: int) -> float:
+    """Marker size for a line of ``points`` points: large when there are few, so that a two-point
+    "curve" reads as two measurements, not as a trend; small on long curves."""
+    return 7.0 if points <= 3 else 5.0 if points <= 10 else 3.0
 
 
 def series(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -55,17 +62,20 @@ def curves_png(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], title:
         sites = sorted(s for s in data if s != "global")
         for i, scope in enumerate(sites):
             x, y = data[scope]
-            ax.plot(x, y, marker="o", ms=3, lw=1.2, color=_COLOURS(i % 10), label=scope)
+            ax.plot(x, y, marker="o", ms=marker_size(len(x)), lw=1.2, color=_COLOURS(i % 10), label=scope)
         if "global" in data:
             x, y = data["global"]
-            ax.plot(x, y, marker="s", ms=3.5, lw=2.4, color="black", label="global")
+            ax.plot(x, y, marker="s", ms=marker_size(len(x)) + 1, lw=2.4, color="black", label="global")
         ax.set_title((labels or {}).get(metric, metric), fontsize=10)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)  # 0.49128, not "1e-5 + 4.912e-1" over the title
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
-    handles, names = axes.flat[0].get_legend_handles_labels()
+    legend = {name: h for ax in axes.flat for h, name in zip(*ax.get_legend_handles_labels())}
+    names = sorted(legend, key=lambda n: (n == "global", n))
+    handles = [legend[n] for n in names]
     if len(names) > 1:
         fig.legend(handles, names, loc="lower center", ncols=min(len(names), 6), fontsize=8,
                    bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(names) / 6)))
@@ -88,7 +98,7 @@ def overlay_curves_png(runs: Mapping[str, Sequence[Mapping[str, Any]]], metrics:
         for i, (name, rows) in enumerate(runs.items()):
             data = series(rows, metric).get(scope)
             if data:
-                ax.plot(*data, marker="o", ms=3, lw=1.6, color=_COLOURS(i % 10), label=name)
+                ax.plot(*data, marker="o", ms=marker_size(len(data[0])), lw=1.6, color=_COLOURS(i % 10), label=name)
         ax.set_title(f"{metric} ({scope})", fontsize=10)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -106,19 +116,30 @@ def bars_png(groups: Mapping[str, Mapping[str, tuple[float, float]]], metric: st
     series_names = list(dict.fromkeys(s for g in groups.values() for s in g))
     if not names or not series_names:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) * max(1, len(series_names)) / 2 + 2), 3.2))
+    labels = [_wrap_label(g) for g in names]
+    widest = max(len(line) for label in labels for line in label.split("\n"))
+    per_group = max(0.35 * len(series_names) + 0.4, 0.075 * widest + 0.3)
+    fig, ax = plt.subplots(figsize=(min(12.0, max(4.5, per_group * len(names) + 1.8)), 3.4))
     width = 0.8 / len(series_names)
     for j, s in enumerate(series_names):
         xs = [i + (j - (len(series_names) - 1) / 2) * width for i in range(len(names))]
         means = [groups[g].get(s, (float("nan"), 0.0))[0] for g in names]
         stds = [groups[g].get(s, (float("nan"), 0.0))[1] for g in names]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=s, color=_COLOURS(j % 10))
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+        spread = any(sd == sd and sd > 0 for sd in stds)  # no error bars over single runs
+        ax.bar(xs, means, width, yerr=stds if spread else None, capsize=3, label=s, color=_COLOURS(j % 10))
+    crowded = per_group * len(names) + 1.8 > 12.0
+    ax.set_xticks(range(len(names)), labels, fontsize=8, rotation=30 if crowded else 0,
+                  ha="right" if crowded else "center")
     ax.set_ylabel(metric)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def _wrap_label(label: str, width: int = 22) -> str:
+    """An axis label wrapped at spaces to lines of at most ``width`` characters."""
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in label.split("\n"))
 
 
 def privacy_utility_png(points: Sequence[tuple[str, tuple[float, float], tuple[float, float] | None]],

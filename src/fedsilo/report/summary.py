@@ -205,6 +205,21 @@ def percent_of(value: float, reference: float, higher_is_better: bool = True) ->
     return 100.0 * (value / reference if higher_is_better else reference / value)
 
 
+PERCENT_EXPLAINED = ("`% of centralised`: how close a mode comes to the centralised run of the same setting "
+                     "(100% = as good): value ÷ centralised where higher is better (Dice, kappa, realism), "
+                     "centralised ÷ value where lower is better (HD95, FD, KID), so above 100% always means "
+                     "better than centralised.")
+
+
+def percent_note(higher_is_better: bool) -> str:
+    """One line under a per-metric table: what its "(NN%)" after a value means, in its direction."""
+    if higher_is_better:
+        return ("Higher is better. (NN%) after a value: that value ÷ the centralised run's value of the same "
+                "setting; 100% = as good as centralised.")
+    return ("Lower is better. (NN%) after a value: the centralised run's value ÷ that value (centralised/this), "
+            "so that, as for Dice, 100% = as good as centralised and below 100% = worse.")
+
+
 def group_metrics(per_run: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[float, float]]:
     """Mean ± std of each metric over runs (seeds)."""
     keys = sorted({k for m in per_run.values() for k in m})

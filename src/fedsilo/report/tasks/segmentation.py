@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from fedsilo.data.abdomen import default_name
 from fedsilo.data.labels import ORGANS
+from fedsilo.report.markup import img_file
 from fedsilo.report.summary import MetricTable
 from fedsilo.report.tasks.base import TaskPresenter
 from fedsilo.tasks.segmentation.evaluation import FAMILIES
 
+#: ``overlays/<modality>-round-<NNN>.png``: image, truth and prediction of a few test patients.
+OVERLAY_RE = re.compile(r"^([a-z0-9]+)-round-(\d+)$")
 #: ``test_<family>_<modality>_<organ>``: the per-organ metrics of a modality's test set.
 KEY_RE = re.compile(r"^test_(dice3d|dice2d|hd95)_([a-z]+)_([a-z_]+)$")
-TITLES = {"dice3d": "3D Dice per patient", "dice2d": "2D Dice per slice", "hd95": "HD95 (mm) per patient"}
+TITLES = {"dice3d": "3D Dice per patient", "dice2d": "2D Dice per slice", "hd95": "HD95 (mm, lower is better) per patient"}
 
 
 def modalities(keys: Sequence[str]) -> list[str]:
@@ -40,6 +44,25 @@ class SegmentationPresenter(TaskPresenter):
         present = set(keys)
         wanted = ["test_dice3d_mean", *(f"test_dice3d_{m}_mean" for m in modalities(keys))]
         return {k: True for k in wanted if k in present}
+
+    def report_sections(self, run_dir: Path) -> list[tuple[str, str, list[str]]]:
+        """The latest round's overlays of each test modality (image, truth, prediction)."""
+        latest: dict[str, tuple[int, Path]] = {}
+        for png in sorted((Path(run_dir) / "overlays").glob("*-round-*.png")):
+            m = OVERLAY_RE.match(png.stem)
+            if m and int(m.group(2)) >= latest.get(m.group(1), (-1, png))[0]:
+                latest[m.group(1)] = (int(m.group(2)), png)
+        if not latest:
+            return []
+        body = ("<p>What the model segments in the held-out test patients: one row per patient (the slice "
+                "with the most labelled organ pixels), columns image, ground truth and prediction; colours "
+                "as in each figure's legend.</p>")
+        figures = ""
+        for mod, (rnd, png) in sorted(latest.items()):
+            figures += img_file(png, f"{mod.upper()} test patients, round {rnd}",
+                             f"{mod.upper()} test patients after round {rnd}: image (left), ground truth "
+                             f"(middle), the model's prediction (right). File: overlays/{png.name}.")
+        return [("Segmentations of test patients", f"{body}<div class='figs'>{figures}</div>", [])]
 
     def counts_in_site_mean(self, key: str, site: str) -> bool:
         """Local reference: a modality's test metrics are averaged over the sites of that modality

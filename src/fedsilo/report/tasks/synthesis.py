@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedsilo.report.html import img_file
+from fedsilo.report.markup import img_file
 from fedsilo.report.tasks.base import TaskPresenter
 
 #: The generator metrics of sweep tables, in order.
@@ -32,16 +32,19 @@ class SynthesisPresenter(TaskPresenter):
         rounds = sorted(folder.glob("round-*.png"))
         if not rounds:
             return []
-        body = (f"<p>64 images from the same latent codes after round {int(rounds[-1].stem.split('-')[1])}"
-                + (" (rows: DR grades 0-4, repeating)" if self.cfg.gan.conditional else "") + ".</p>"
-                + img_file(rounds[-1], "generated samples"))
+        last, first = int(rounds[-1].stem.split("-")[1]), int(rounds[0].stem.split("-")[1])
+        rows = " (rows: DR grades 0-4, repeating)" if self.cfg.gan.conditional else ""
+        body = img_file(rounds[-1], f"generated samples, round {last}",
+                        f"64 generated images after round {last}, from fixed latent codes{rows}.")
         if len(rounds) > 1:
-            body += f"<p>Before training (round {int(rounds[0].stem.split('-')[1])}):</p>" + img_file(rounds[0], "early")
+            body += img_file(rounds[0], f"generated samples, round {first}",
+                             f"The same latent codes before training (round {first}), for comparison.")
         nearest = folder / "nearest-real.png"
         if nearest.exists():
-            body += ("<p>Top: generated; bottom: the closest real training image of each (pixel distance) — "
-                     "copies of training images would show up here.</p>" + img_file(nearest, "nearest real"))
-        return [("Generated samples", body, [])]
+            body += img_file(nearest, "generated images and their nearest real training images",
+                             "Top: generated; bottom: the closest real training image of each (pixel distance). "
+                             "Copies of training images would show up here as identical pairs.")
+        return [("Generated samples", f"<div class='figs'>{body}</div>", [])]
 
     def protocol_notes(self) -> list[str]:
         return [
