@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from fedsilo.config import load_config
 from fedsilo.demo import CONFIGS, _summary, demo_steps, run_demo
 from fedsilo.demo import claims as claims_mod
+from fedsilo.report.browser import BROWSERS, check_page, find_browser
 
 
 def test_demo_configs_load_and_name_the_rounds_they_show():
@@ -69,15 +71,31 @@ def test_pretrain_claim_fails_on_a_noise_generator(monkeypatch, tmp_path):
     assert [c.holds for c in claims_mod.pretrain_claims(tmp_path)] == [False]
 
 
+@pytest.fixture(scope="module")
+def reduced_demo(tmp_path_factory) -> Path:
+    """The narrated steps at their reduced size, seed 0 (RESULTS.md ``demo-seeds`` records the full
+    demo over seeds 0, 1, 2)."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    run_demo(out, seed=0, reduced=True)
+    return out
+
+
 @pytest.mark.slow
-def test_demo_story_holds_at_reduced_size(tmp_path):
-    """The narrated steps at their reduced size, seed 0: every claim shows (RESULTS.md `demo-seeds`
-    records the full demo over seeds 0, 1, 2)."""
-    index = run_demo(tmp_path / "demo", seed=0, reduced=True)
-    record = json.loads((tmp_path / "demo" / "claims.json").read_text(encoding="utf-8"))
+def test_demo_story_holds_at_reduced_size(reduced_demo):
+    record = json.loads((reduced_demo / "claims.json").read_text(encoding="utf-8"))
     assert record["reduced"] and record["seed"] == 0
     assert len(record["claims"]) == 5
     failed = [f"{c['statement']}: {c['evidence']}" for c in record["claims"] if not c["holds"]]
     assert not failed, failed
-    html = index.read_text(encoding="utf-8")
+    html = (reduced_demo / "index.html").read_text(encoding="utf-8")
     assert html.count(">shown<") == 5 and "NOT shown" not in html
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_browser() is None, reason=f"no headless Chromium on PATH (tried {', '.join(BROWSERS)}): "
+                    "apt-get install chromium to check the demo page in a browser")
+def test_demo_pages_read_well_at_1400_and_800_px(reduced_demo):
+    pages = [reduced_demo / "index.html", *sorted(reduced_demo.glob("*/report.html"))]
+    assert len(pages) == 4  # the index and the three steps' reports
+    problems = [f"{p.relative_to(reduced_demo)}: {problem}" for p in pages for problem in check_page(p)]
+    assert not problems, problems
