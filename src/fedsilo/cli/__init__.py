@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             logger.exception("failed")
         print(f"fedsilo: error: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # what became of the run folder, and what to do
+            print(f"fedsilo: {note}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("fedsilo: interrupted; resume with `fedsilo run --resume RUN_DIR`", file=sys.stderr)
