@@ -95,6 +95,13 @@ def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
+    # the paths first: importing the model code alone takes seconds (the library checks the rest
+    # of the arguments and the inputs before it loads the model)
+    if not Path(args.input).exists():
+        raise UsageError(f"--input {args.input}: not found (expected a .nii/.nii.gz file, a DICOM series "
+                         f"folder or a folder of them)")
+    if not (Path(args.run_dir) / "config.toml").is_file():
+        raise UsageError(f"{args.run_dir!r} is not a fedsilo run folder (no config.toml)")
     from fedsilo.inference.predict import predict_path
 
     summary = predict_path(args.run_dir, args.input, args.out, modality=args.modality, round_=args.round,
