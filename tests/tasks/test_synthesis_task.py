@@ -121,12 +121,15 @@ def test_dp_trains_only_the_discriminator_privately(tmp_path):
     assert any(k.startswith("generator.") and "running_mean" in k for k in state)  # still BatchNorm
 
 
-def test_sample_round_trips_through_the_loaders(gan_run, tmp_path):
+def test_sample_round_trips_through_the_loaders(gan_run, tmp_path, caplog):
     from fedsilo.data.sources.imagefolder import load_image_folder
     from fedsilo.data.sources.medmnist import load_medmnist
     from fedsilo.inference.sample import sample_run
 
-    out = sample_run(gan_run.path, 12, tmp_path / "syn", seed=3)
+    with caplog.at_level("INFO", logger="fedsilo.progress"):
+        out = sample_run(gan_run.path, 12, tmp_path / "syn", seed=3)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if r.name == "fedsilo.progress"] == [
+        "sample: images generated 12/12"]
     npz = load_medmnist(out / "synthetic.npz", "train", num_classes=5)
     folder = load_image_folder(out, "labels.csv", image_dir="images", num_classes=5)
     assert npz.images.shape == (12, 28, 28, 3) == folder.images.shape

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fedsilo import progress
 from fedsilo.fileio import atomic_write_text
 from fedsilo.run.folder import RunDirError
 from fedsilo.run.load import load_trained
@@ -68,6 +69,7 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{str(out)!r} exists and is not an empty folder; sample into a new one "
                           f"(nothing was overwritten)")
+    logger.info("Loading the generator of %s", run_dir)
     trained = load_trained(run_dir, round_=round_, site=site, device=device)
     images, grades = [], []
     label_source = ""
@@ -77,6 +79,7 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
             x, y, label_source = trained.task.generate(trained.model, count, grade, seed + start, trained.device)
             images.append(to_uint8(x))
             grades.append(y.cpu().numpy().astype(np.int64))
+            progress.current().step("sample: images generated", start + count, n)
     except NotImplementedError as exc:
         raise RunDirError(str(exc)) from exc
     pixels, labels = np.concatenate(images), np.concatenate(grades)
