@@ -119,6 +119,22 @@ def test_quiet_exporter_keeps_errors_and_hides_the_rest(caplog):
     assert logging.getLogger("onnxscript").level == logging.NOTSET  # levels are restored
 
 
+def test_using_a_smoke_test_runs_model_warns(finished_run, tmp_path, caplog):
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(finished_run.path, copy)
+    config = copy / "config.toml"
+    config.write_text(config.read_text().replace("smoke_test = false", "smoke_test = true"))
+    with caplog.at_level("WARNING", logger="fedsilo.run.load"):
+        load_trained(finished_run.path)
+        assert not caplog.records
+        load_trained(copy)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"{finished_run.cfg.experiment.name} is a smoke test (experiment.smoke_test = true)"]
+    assert "its model and what it makes say nothing about the method" in caplog.records[0].getMessage()
+
+
 def test_export_cli_errors_are_user_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err

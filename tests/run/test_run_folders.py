@@ -271,3 +271,16 @@ def test_cli_resume_of_a_folder_without_a_finished_round_says_how_to_start_again
     assert f"No round finished in {out}; it holds no results" in err
     assert f"start again with `fedsilo run CONFIG --out {out}`" in err
     assert (out / "config.toml").exists()  # resume never deletes the folder it was pointed at
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+def test_a_smoke_test_config_says_so_when_it_runs(tiny_cfg, tmp_path, monkeypatch, caplog, smoke):
+    import fedsilo.run.start as start
+
+    monkeypatch.setattr(start, "execute", lambda run, engine, on_round_end=None: None)
+    with caplog.at_level("WARNING", logger="fedsilo.run.load"):
+        start.start_run(tiny_cfg(f"experiment.smoke_test={str(smoke).lower()}"), tmp_path / "run")
+    warned = [r.getMessage() for r in caplog.records if "smoke test" in r.getMessage()]
+    assert warned == ([f"{tiny_cfg().experiment.name} is a smoke test (experiment.smoke_test = true): sized to "
+                       "show that every step runs, so its metrics say nothing about the method; use a full config "
+                       "for results"] if smoke else [])

@@ -67,6 +67,10 @@ class ExperimentSection:
     threads: int = param(0, "Torch CPU threads per process (0 = torch's default).", ge=0)
     amp: bool = param(False, "Mixed precision on CUDA: bfloat16 autocast of forward passes and losses (no effect on "
                              "CPU, the tested default).")
+    smoke_test: bool = param(False, "Marks a smoke test (the tour's configs/quick-*.toml): sized to show in about a "
+                                    "minute that every step runs, not to give meaningful numbers. `fedsilo run` and "
+                                    "the commands that use the trained model (sample, predict, export) then warn "
+                                    "that its metrics and outputs say nothing about the method.")
 
     def validate(self, prefix: str) -> None:
         if self.task not in TASKS:

@@ -83,6 +83,7 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
     except NotImplementedError as exc:
         raise RunDirError(str(exc)) from exc
     pixels, labels = np.concatenate(images), np.concatenate(grades)
+    warn_single_grade(labels, grade, label_source)
     (out / "images").mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(n - 1)))
     ids = [f"syn_{i:0{width}d}" for i in range(n)]
@@ -97,6 +98,15 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
                                                           indent=2) + "\n")
     logger.info("Wrote %d synthetic images from %s to %s", n, trained.source, out)
     return out
+
+
+def warn_single_grade(labels: np.ndarray, grade: int | None, label_source: str) -> None:
+    """Warn when a set sampled for every grade holds only one (a collapsed or barely trained generator)."""
+    present = np.unique(labels)
+    if grade is None and len(labels) > 1 and len(present) == 1 and not label_source.startswith("none"):
+        logger.warning("All %d sampled images have grade %d (labels: %s): the generator does not cover the other "
+                       "grades (it collapsed, or trained too briefly, as a smoke test does); check the set before "
+                       "using it", len(labels), int(present[0]), label_source)
 
 
 def _covered(label_source: str) -> str:

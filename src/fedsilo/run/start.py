@@ -14,6 +14,7 @@ import torch
 
 from fedsilo.config import ConfigError, ExperimentConfig
 from fedsilo.run.folder import RunDir, RunDirError, clear_unstarted, round_finished
+from fedsilo.run.load import warn_smoke_test
 from fedsilo.run.loop import run_rounds
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     """
     engine = engine or cfg.experiment.engine
     _check_engine(engine)
+    warn_smoke_test(cfg, "its metrics")
     _check_canaries(cfg)
     _check_data(cfg)
     existed = Path(out).is_dir()
@@ -54,6 +56,7 @@ def resume_run(path: str | Path, engine: str | None = None,
     run = RunDir.open(path)
     engine = engine or run.read_env().get("engine", run.cfg.experiment.engine)
     _check_engine(engine)
+    warn_smoke_test(run.cfg, "its metrics")
     ckpt = run.load_checkpoint()
     done = 0 if ckpt is None else int(ckpt["round"])
     if done >= run.cfg.federation.rounds and run.final_path.exists():
