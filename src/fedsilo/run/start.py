@@ -29,7 +29,8 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     The data are loaded before the folder is created, so a data error (a wrong path, a corrupt
     file) leaves nothing behind. When the run fails before its first round finished, the folder
     is removed (emptied, when it existed before) since it holds no results, and a note on the
-    error says so: the corrected rerun can use the same ``out``. A folder in which a round finished is always kept (``--resume`` continues it).
+    error says so: the corrected rerun can use the same ``out``. A folder in which a round
+    finished is always kept (``--resume`` continues it).
     """
     engine = engine or cfg.experiment.engine
     _check_engine(engine)
