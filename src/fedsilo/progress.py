@@ -2,6 +2,10 @@
 
 Library code reports through :func:`current` and never prints; the CLI installs a reporter
 with :func:`use`. Reports are cheap no-ops when nobody listens (e.g. inside Ray workers).
+
+Runs report rounds, sites and batches; other long jobs (``audit``, ``sample``) report
+:meth:`Reporter.step`: ``done`` of ``total`` units of a labelled job (an attack, a reference
+model, a chunk of images).
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ class Reporter:
         logger.info("Round %d/%d done (%.1fs elapsed)%s", rnd, self._total_rounds,
                     time.monotonic() - self._t0, f": {summary}" if summary else "")
 
+    def step(self, label: str, done: int, total: int, detail: str = "") -> None:
+        """``done`` of ``total`` units of the job ``label`` have finished (``detail``: the last one)."""
+        logger.info("%s %d/%d%s (%.1fs elapsed)", label, done, total, f": {detail}" if detail else "",
+                    time.monotonic() - self._t0)
+
     def close(self) -> None:
         pass
 
@@ -58,6 +67,7 @@ class RichReporter(Reporter):
             console=console, transient=False,
         )
         self._rounds = self._sites = self._batches = None
+        self._steps: dict[str, object] = {}
 
     def start(self, total_rounds: int, first_round: int = 1, label: str = "") -> None:
         super().start(total_rounds, first_round, label)
@@ -87,6 +97,13 @@ class RichReporter(Reporter):
             self._progress.update(self._rounds, completed=rnd)
         if summary:
             self._progress.console.log(f"round {rnd}: {summary}")
+
+    def step(self, label: str, done: int, total: int, detail: str = "") -> None:
+        self._progress.start()  # (a no-op once started)
+        if label not in self._steps:
+            self._steps[label] = self._progress.add_task(label, total=total)
+        self._progress.update(self._steps[label], completed=done, total=total,  # type: ignore[arg-type]
+                              description=f"{label}: {detail}" if detail else label)
 
     def close(self) -> None:
         self._progress.stop()

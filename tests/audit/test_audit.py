@@ -36,8 +36,14 @@ def test_audit_cli_writes_json_markdown_and_plots(tiny_cfg, tmp_path, capsys):
                     tmp_path / "run")
     argv = ["audit", str(run.path), *[a for s in FAST for a in ("--set", s)]]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "# Privacy audit" in out and "| loss | membership |" in out
+    # progress while it works: each attack, each reference model, each inversion trial
+    for line in ("audit: reference models 2/2 (", "audit 1/3: membership done (",
+                 "audit: gradient inversion 4/4: batch 2, 1 step(s), clip 1 + noise 1 (",
+                 "audit 3/3: dp-canary done ("):
+        assert line in captured.err, line
     assert "<th>loss</th>" in (run.path / "report.html").read_text()  # the report shows the audit at once
     report = json.loads((run.path / "audit.json").read_text())
     assert set(report["attacks"]) == {"loss", "lira", "rmia"}

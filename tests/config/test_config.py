@@ -105,6 +105,11 @@ def test_shipped_configs_are_valid(path):
     load_config(path)
 
 
+def test_only_the_tours_quick_configs_are_marked_as_smoke_tests():
+    marked = {p.name for p in (REPO / "configs").glob("*.toml") if load_config(p).experiment.smoke_test}
+    assert marked == {"quick-classify.toml", "quick-fedgan.toml", "quick-fedgin.toml"}
+
+
 def test_every_field_is_documented():
     from fedsilo.config import ExperimentConfig
 

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from fedsilo.cli import main
+from fedsilo.data.errors import DataError
 from fedsilo.data.phantoms.abdomen import phantom_patient
 from fedsilo.data.sources.imagefolder import load_image_folder
 from fedsilo.data.tools import volumes_at
+from helpers import write_nifti
 
 
 def test_abdomen_phantom_round_trips_through_the_chaos_reader(tmp_path, capsys):
@@ -47,6 +49,53 @@ def test_inspect_folder_and_file(tmp_path, capsys, shared_data):
     assert preview.stat().st_size > 10_000
     assert main(["data", "inspect", str(tmp_path / "absent")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    # the folder holding the pair reads the same as its scan
+    assert main(["data", "inspect", str(shared_data / "totalseg_ct"), "--preview", str(tmp_path / "f.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == text.splitlines()[0]
+
+
+def _scan_and_labels(folder, scan="ct.nii.gz", labels="seg.nii.gz"):
+    """A (12, 10, 4) scan; its label map has TotalSegmentator's liver (5) in a box and spleen (1) in another."""
+    folder.mkdir()
+    seg = np.zeros((12, 10, 4), np.uint8)
+    seg[2:6, 2:6, 1:3] = 5
+    seg[8:10, 6:8, 1:3] = 1
+    write_nifti(folder / scan, np.random.default_rng(0).uniform(-100, 200, (12, 10, 4)).astype(np.int16))
+    if labels:
+        write_nifti(folder / labels, seg)
+    return folder
+
+
+def test_a_folder_with_one_scan_and_its_label_map_is_read_as_a_pair(tmp_path, capsys):
+    folder = _scan_and_labels(tmp_path / "totalseg")
+    (vol,) = volumes_at(folder)
+    assert (vol.patient_id, vol.modality) == ("ct", "ct")
+    assert vol.labels is not None
+    assert np.count_nonzero(vol.labels == 1) == 4 * 4 * 2  # liver, mapped from TotalSegmentator's 5
+    assert np.count_nonzero(vol.labels == 4) == 2 * 2 * 2  # spleen, from 1
+    assert main(["data", "inspect", str(folder), "--preview", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "patients=1 volumes=1 slices=4" in out and "'liver': 1" in out and "'spleen': 1" in out
+    # other names for the label map, and a scan alone
+    (vol,) = volumes_at(_scan_and_labels(tmp_path / "b", "scan.nii.gz", "scan_mask.nii.gz"), mapping="totalsegmentator_v2")
+    assert np.count_nonzero(vol.labels == 1) == 32
+    (vol,) = volumes_at(_scan_and_labels(tmp_path / "c", labels=""))
+    assert vol.labels is None
+
+
+def test_a_folder_in_no_known_layout_names_the_layouts_looked_for(tmp_path, capsys):
+    folder = _scan_and_labels(tmp_path / "two")
+    write_nifti(folder / "mr.nii.gz", np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(DataError) as err:
+        volumes_at(folder)
+    message = str(err.value)
+    assert message.startswith(f"{folder}: no layout fedsilo reads; looked for a CHAOS folder")
+    for layout in ("nnU-Net/MSD folder", "one scan NIfTI with its label NIfTI", "DICOM series"):
+        assert layout in message
+    assert "found 3 NIfTI file(s): ct.nii.gz, mr.nii.gz, seg.nii.gz and no DICOM file" in message
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "inspect", str(tmp_path / "empty"), "--preview", str(tmp_path / "e.png")]) == 2
+    assert "found no NIfTI file and no DICOM file" in capsys.readouterr().err
 
 
 def test_inspect_config(tmp_path, capsys, monkeypatch):

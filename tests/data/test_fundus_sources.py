@@ -70,6 +70,30 @@ def test_medmnist_missing_and_corrupt_file(tmp_path):
         load_medmnist(bad, "train")
 
 
+@pytest.mark.parametrize("content", [
+    np.random.default_rng(0).bytes(4096),  # random bytes: numpy would take them for a pickle
+    b"\x80\x04K\x01.",  # a real pickle
+    b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (0,), }" + b" " * 53 + b"\n",  # .npy
+])
+def test_medmnist_file_that_is_no_npz_archive_says_so_and_never_suggests_pickles(tmp_path, content):
+    bad = tmp_path / "random.npz"
+    bad.write_bytes(content)
+    for call in (lambda: load_medmnist(bad, "train"), lambda: medmnist_splits(bad)):
+        with pytest.raises(DataError) as err:
+            call()
+        assert str(err.value) == (f"{bad}: not a readable .npz file: not a valid .npz archive (a zip of .npy "
+                                  "arrays); it is truncated, corrupt or another format")
+        assert "pickle" not in str(err.value)
+
+
+def test_medmnist_object_arrays_are_refused_as_such(tmp_path):
+    p = _npz(tmp_path / "objects.npz", train_images=np.array([None, {"a": 1}], dtype=object),
+             train_labels=np.zeros(2, np.uint8))
+    with pytest.raises(DataError, match=r"objects.npz: train_images/train_labels must be plain numeric arrays, "
+                                        r"not Python objects"):
+        load_medmnist(p, "train")
+
+
 def _folder(tmp_path, rows, make=True):
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()

@@ -11,9 +11,11 @@ from flwr.app import Array, Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from fedsilo.data.errors import DataError
 from fedsilo.federation import client_app as real
 from fedsilo.federation.inprocess import InProcessGrid, run_inprocess, run_on_grid
 from fedsilo.federation.messages import ARRAYS
+from fedsilo.federation.sites import unwrap_reason
 from fedsilo.rounds import FederationError
 from fedsilo.run.app import make_server_app
 from fedsilo.run.folder import RunDir, RunDirError, cpu_model
@@ -303,6 +305,28 @@ def test_a_site_that_never_describes_itself_stops_the_run(tiny_cfg, tmp_path):
     with pytest.raises(FederationError, match=r"only 1 of 2 sites described themselves within 2s .*node\(s\) \[1002\]"):
         _run_on(_FlakyGrid(real.app, _nodes(2), silent=True), run)
     assert not (run.path / "sites.json").exists() and not run.checkpoint_path.exists()
+
+
+@pytest.mark.parametrize("reason, expected", [
+    ("DataError: x.npz: MedMNIST file does not exist", ("DataError", "x.npz: MedMNIST file does not exist")),
+    ("<class 'fedsilo.data.errors.DataError'>:<'site 'h1': x.npz: bad'>", ("DataError", "site 'h1': x.npz: bad")),
+    ("<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException occurred. "
+     "Message: x.npz: bad'>", ("", "x.npz: bad")),
+    ("<class 'ZeroDivisionError'>:<'division by zero'>", ("ZeroDivisionError", "division by zero")),
+    ("node offline", ("", "node offline")),
+])
+def test_site_error_replies_lose_flowers_wrapping(reason, expected):
+    assert unwrap_reason(reason) == expected
+
+
+def test_a_deployed_sites_data_error_arrives_as_itself_with_the_sites_name(tiny_cfg, tiny_npz, tmp_path):
+    run = RunDir.create(tmp_path / "run", tiny_cfg("federation.timeout=2.0"), "local")
+    missing = tmp_path / "missing.npz"
+    nodes = [{"data-path": str(missing), "site-name": "hospital-a", "site-index": 0},
+             {"data-path": str(tiny_npz), "site-name": "hospital-b", "site-index": 1}]
+    with pytest.raises(DataError) as info:
+        _run_on(InProcessGrid(real.app, nodes), run)
+    assert str(info.value) == f"site 'hospital-a': {missing}: the site's data-path does not exist"
 
 
 def test_resume_refuses_a_different_set_of_sites(tiny_cfg, tmp_path):

@@ -82,6 +82,59 @@ def test_torchscript_export_and_no_overwrite(finished_run, tmp_path):
         export_run(finished_run.path, "pickle", tmp_path / "x")
 
 
+def test_export_shows_its_stages_and_none_of_the_exporters_internals(finished_run, tmp_path):
+    """Run as a user would (a fresh process): stderr holds fedsilo's own lines only, no torch/onnx
+    warnings or optimisation-pass logs."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    done = subprocess.run([sys.executable, "-m", "fedsilo", "export", str(finished_run.path), "--out",
+                           str(tmp_path / "x")], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith(f"Exported: {tmp_path / 'x' / 'model.onnx'}")
+    lines = done.stderr.splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d INFO fedsilo\.inference\.export: ", line) for line in lines), lines
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["Loading", "Exporting", "Checking", "Exported"]
+
+
+def test_quiet_exporter_keeps_errors_and_hides_the_rest(caplog):
+    import logging
+    import warnings
+
+    from fedsilo.inference.export import quiet_exporter
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)  # not -v: debug logging shows everything
+    try:
+        with caplog.at_level(logging.INFO), quiet_exporter():
+            logging.getLogger("onnxscript.optimizer").info("pass applied")
+            logging.getLogger("torch.onnx._internal").warning("torchvision is not installed")
+            logging.getLogger("onnx_ir").error("a real failure")
+            warnings.warn("deprecated inside torch", FutureWarning, stacklevel=1)
+    finally:
+        root.setLevel(level)
+    assert [r.getMessage() for r in caplog.records] == ["a real failure"]
+    assert logging.getLogger("onnxscript").level == logging.NOTSET  # levels are restored
+
+
+def test_using_a_smoke_test_runs_model_warns(finished_run, tmp_path, caplog):
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(finished_run.path, copy)
+    config = copy / "config.toml"
+    config.write_text(config.read_text().replace("smoke_test = false", "smoke_test = true"))
+    with caplog.at_level("WARNING", logger="fedsilo.run.load"):
+        load_trained(finished_run.path)
+        assert not caplog.records
+        load_trained(copy)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"{finished_run.cfg.experiment.name} is a smoke test (experiment.smoke_test = true)"]
+    assert "its model and what it makes say nothing about the method" in caplog.records[0].getMessage()
+
+
 def test_export_cli_errors_are_user_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err

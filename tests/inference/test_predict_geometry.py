@@ -1,4 +1,5 @@
-"""fedsilo predict's building blocks: finding cases, and mapping predictions back to native grids."""
+"""fedsilo predict's building blocks: finding cases, checking arguments before the model loads, and
+mapping predictions back to native grids."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from fedsilo.data.preprocess_volume import PreprocessSettings, preprocess_volume
 from fedsilo.data.sources.volume import Volume
 from fedsilo.inference.predict import find_cases, probabilities_to_native
 from fedsilo.inference.predict.geometry import native_index_map
-from helpers import make_volume, radiological_affine
+from fedsilo.run.folder import RunDir, RunDirError
+from helpers import make_volume, radiological_affine, seg_config, tiny_config
 
 
 def _volume(shape=(6, 40, 56), spacing=(3.0, 0.8, 0.7)) -> Volume:
@@ -106,3 +108,58 @@ def _empty(tmp_path):
     p = tmp_path / "empty"
     p.mkdir()
     return p
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """predict_path fails the test if it loads a model (its arguments are checked first)."""
+    import fedsilo.inference.predict.run as predict_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(predict_run, "load_trained", refuse)
+
+
+def test_predict_checks_inputs_and_modality_before_loading_the_model(tmp_path, no_model_loading):
+    from fedsilo.inference.predict import predict_path
+
+    run = RunDir.create(tmp_path / "run", seg_config(), "local")  # no trained weights needed
+    with pytest.raises(DataError, match=f"{tmp_path / 'missing.nii.gz'}: input not found"):
+        predict_path(run.path, tmp_path / "missing.nii.gz", tmp_path / "out")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a", "b", "c", "d"):
+        (scans / f"{name}.nii.gz").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        predict_path(run.path, scans, tmp_path / "out")
+    assert str(err.value) == (f"{scans / 'a.nii.gz'}, {scans / 'b.nii.gz'}, {scans / 'c.nii.gz'} and 1 more: "
+                              "NIfTI files do not say their modality; give --modality ct or mr")
+    other = RunDir.create(tmp_path / "cls", tiny_config(tmp_path / "x.npz"), "local")
+    with pytest.raises(RunDirError, match="is a classification run; `fedsilo predict` needs a segmentation run"):
+        predict_path(other.path, scans, tmp_path / "out", modality="ct")
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_cli_names_a_missing_input_before_importing_the_model_code(tmp_path, capsys, no_model_loading):
+    from fedsilo.cli import main
+
+    run = RunDir.create(tmp_path / "run", seg_config(), "local")
+    assert main(["predict", str(run.path), "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert f"fedsilo: error: --input {tmp_path / 'nope'}: not found" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "--input", str(run.path), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a fedsilo run folder (no config.toml)" in capsys.readouterr().err
+
+
+def test_predict_cli_reports_a_missing_input_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.toml").write_text("")
+    code = ("import sys; from fedsilo.cli import main; "
+            f"rc = main(['predict', {str(tmp_path / 'run')!r}, '--input', 'nope.nii.gz', '--out', 'o']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert done.stdout.split() == ["2", "False"]
+    assert "fedsilo: error: --input nope.nii.gz: not found" in done.stderr

@@ -121,12 +121,15 @@ def test_dp_trains_only_the_discriminator_privately(tmp_path):
     assert any(k.startswith("generator.") and "running_mean" in k for k in state)  # still BatchNorm
 
 
-def test_sample_round_trips_through_the_loaders(gan_run, tmp_path):
+def test_sample_round_trips_through_the_loaders(gan_run, tmp_path, caplog):
     from fedsilo.data.sources.imagefolder import load_image_folder
     from fedsilo.data.sources.medmnist import load_medmnist
     from fedsilo.inference.sample import sample_run
 
-    out = sample_run(gan_run.path, 12, tmp_path / "syn", seed=3)
+    with caplog.at_level("INFO", logger="fedsilo.progress"):
+        out = sample_run(gan_run.path, 12, tmp_path / "syn", seed=3)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if r.name == "fedsilo.progress"] == [
+        "sample: images generated 12/12"]
     npz = load_medmnist(out / "synthetic.npz", "train", num_classes=5)
     folder = load_image_folder(out, "labels.csv", image_dir="images", num_classes=5)
     assert npz.images.shape == (12, 28, 28, 3) == folder.images.shape
@@ -139,6 +142,24 @@ def test_sample_round_trips_through_the_loaders(gan_run, tmp_path):
     np.testing.assert_array_equal(load_medmnist(again / "synthetic.npz", "train").images, npz.images)
     with pytest.raises(ValueError, match="--grade needs a conditional generator"):
         sample_run(gan_run.path, 4, tmp_path / "syn3", grade=2)
+
+
+@pytest.mark.parametrize("labels, grade, source, warned", [
+    ([3, 3, 3, 3], None, "predicted by the reference grade classifier", True),
+    ([3, 3, 1, 3], None, "predicted by the reference grade classifier", False),
+    ([3, 3, 3, 3], 3, "conditioning grade", False),  # asked for grade 3
+    ([0, 0, 0, 0], None, "none (ungraded abdominal slices; label 0)", False),
+    ([2], None, "conditioning grade", False),
+])
+def test_sample_warns_when_a_set_sampled_for_every_grade_holds_one(caplog, labels, grade, source, warned):
+    from fedsilo.inference.sample import warn_single_grade
+
+    with caplog.at_level("WARNING", logger="fedsilo.inference.sample"):
+        warn_single_grade(np.array(labels), grade, source)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ([f"All 4 sampled images have grade 3 (labels: {source}): the generator does not cover the "
+                         "other grades (it collapsed, or trained too briefly, as a smoke test does); check the set "
+                         "before using it"] if warned else [])
 
 
 def test_conditional_generator_samples_the_requested_grade(tmp_path):

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedsilo import progress
 from fedsilo.audit.attacks.metrics import AttackResult, plot_roc
 from fedsilo.config import ConfigError, ExperimentConfig, config_from_dict, to_dict
 from fedsilo.fileio import atomic_write_text
@@ -198,15 +199,17 @@ def run_audit(run_dir: str | Path, attacks: Sequence[str] | None = None, overrid
     if cfg.experiment.threads:
         torch.set_num_threads(cfg.experiment.threads)
     dev = resolve_device(device or cfg.experiment.device)
+    logger.info("Auditing %s (%s): loading its model", run.path, ", ".join(chosen))
     task = make_task(cfg)
     final = torch.load(run.final_path, map_location="cpu", weights_only=False)
     model, site = _attacked_model(task, final, cfg.experiment.mode)
     model.to(dev).eval()
     ctx = AuditContext(run, task, model, final, site, dev, run.path / AUDIT_DIR)
     outcomes: dict[str, AuditOutcome] = {}
-    for name in chosen:
-        logger.info("Audit %s: %s", run.path, name)
+    for i, name in enumerate(chosen, 1):
+        logger.info("Audit %s: %s (%d of %d)", run.path, name, i, len(chosen))
         outcomes[name] = available[name](ctx)
+        progress.current().step("audit", i, len(chosen), f"{name} done")
     report = _report(run, outcomes)
     results = [r for o in outcomes.values() for r in o.attacks]
     if results:

@@ -35,22 +35,21 @@ logger = logging.getLogger("fedsilo.cli")
 __all__ = ["EXIT_USER_ERROR", "UsageError", "build_parser", "main", "setup_logging"]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from fedsilo.config import ConfigError
-    from fedsilo.data.errors import DataError
-    from fedsilo.deploy.certs import DeployError
-    from fedsilo.rounds import FederationError
-    from fedsilo.run.folder import RunDirError
+#: Where the user-error types live. An exception of one of them means its module was imported,
+#: so :func:`_user_errors` never imports one (fedsilo.run.folder alone pulls in torch: seconds).
+_USER_ERRORS = (
+    ("fedsilo.config", "ConfigError"),
+    ("fedsilo.data.errors", "DataError"),
+    ("fedsilo.run.folder", "RunDirError"),
+    ("fedsilo.rounds", "FederationError"),
+    ("fedsilo.deploy.certs", "DeployError"),
+)
 
-    return (
-        ConfigError,
-        DataError,
-        RunDirError,
-        FederationError,
-        FileNotFoundError,
-        UsageError,
-        DeployError,
-    )
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    found = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS
+             if m in sys.modules and hasattr(sys.modules[m], name)]
+    return (*found, FileNotFoundError, UsageError)
 
 
 def setup_logging(verbose: bool) -> bool:
@@ -92,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             logger.exception("failed")
         print(f"fedsilo: error: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # what became of the run folder, and what to do
+            print(f"fedsilo: {note}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("fedsilo: interrupted; resume with `fedsilo run --resume RUN_DIR`", file=sys.stderr)

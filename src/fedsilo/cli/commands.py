@@ -63,10 +63,12 @@ def cmd_sweep(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, tty: bool) -> int:
+    from fedsilo import progress
     from fedsilo.audit.registry import AUDIT_MD, run_audit
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
-    run_audit(args.run_dir, attacks, args.sets, args.device)
+    with progress.use(reporter(tty)):
+        run_audit(args.run_dir, attacks, args.sets, args.device)
     from fedsilo.report import write_run_files
 
     write_run_files(args.run_dir)  # the model card and report.html show the measured leakage
@@ -84,11 +86,13 @@ def cmd_export(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
+    from fedsilo import progress
     from fedsilo.inference.sample import sample_run
 
     try:
-        out = sample_run(args.run_dir, args.n, args.out, grade=args.grade, seed=args.seed, round_=args.round,
-                         site=args.site, device=args.device)
+        with progress.use(reporter(tty)):
+            out = sample_run(args.run_dir, args.n, args.out, grade=args.grade, seed=args.seed,
+                             round_=args.round, site=args.site, device=args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     print(f"Wrote {args.n} synthetic images to {out} (images/ + labels.csv, synthetic.npz, provenance.json)")
@@ -96,6 +100,13 @@ def cmd_sample(args: argparse.Namespace, tty: bool) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, tty: bool) -> int:
+    # the paths first: importing the model code alone takes seconds (the library checks the rest
+    # of the arguments and the inputs before it loads the model)
+    if not Path(args.input).exists():
+        raise UsageError(f"--input {args.input}: not found (expected a .nii/.nii.gz file, a DICOM series "
+                         f"folder or a folder of them)")
+    if not (Path(args.run_dir) / "config.toml").is_file():
+        raise UsageError(f"{args.run_dir!r} is not a fedsilo run folder (no config.toml)")
     from fedsilo.inference.predict import predict_path
 
     summary = predict_path(args.run_dir, args.input, args.out, modality=args.modality, round_=args.round,

@@ -80,6 +80,10 @@ class ExperimentSection:
             "runs share, each run in FOLDER/PARENT/RUN (RUN its run folder, PARENT the folder holding it); mlflow: "
             "a tracking URI (sqlite:///path/mlflow.db, http://host:5000, ...), runs filed under the MLflow "
             "experiment named experiment.name.")
+    smoke_test: bool = param(False, "Marks a smoke test (the tour's configs/quick-*.toml): sized to show in about a "
+                                    "minute that every step runs, not to give meaningful numbers. `fedsilo run` and "
+                                    "the commands that use the trained model (sample, predict, export) then warn "
+                                    "that its metrics and outputs say nothing about the method.")
 
     def validate(self, prefix: str) -> None:
         if self.task not in TASKS:

@@ -97,10 +97,26 @@ def write_fundus_phantom(out: str | Path, n: int, *, size: int = 128, seed: int 
     return csv_path
 
 
+#: The folder layouts :func:`volumes_at` reads, as an error names them.
+LAYOUTS = ("a CHAOS folder (image_<id>.nii.gz + label_<id>.nii.gz)",
+           "an nnU-Net/MSD folder (dataset.json or imagesTr/)",
+           "one scan NIfTI with its label NIfTI (e.g. ct.nii.gz + seg.nii.gz)",
+           "DICOM series (.dcm files, in sub-folders or not)")
+
+
 def volumes_at(path: str | Path, modality: str | None = None, mapping: str | None = None) -> list[Volume]:
     """Every labelled volume found at ``path``: a CHAOS-style folder, an nnU-Net/MSD folder, a
-    DICOM folder, a manifest CSV, or a single NIfTI file (its ``seg``/``label`` sibling as labels)."""
-    from fedsilo.data.sources import chaos_source, dicom_source, manifest_source, nnunet_source, pair_source
+    folder holding one scan NIfTI and its label map, a DICOM folder, a manifest CSV, or a single
+    NIfTI file (its ``seg``/``label`` sibling as labels).
+
+    Raises
+    ------
+    DataError
+        ``path`` does not exist, or is a folder in none of these layouts (the error names them).
+    """
+    from fedsilo.data.sources import chaos_source, dicom_source, manifest_source, nnunet_source
+    from fedsilo.data.sources.dicom import find_series_folders
+    from fedsilo.data.sources.nifti import NIFTI_SUFFIXES, label_named
 
     path = Path(path)
     if not path.exists():
@@ -110,9 +126,7 @@ def volumes_at(path: str | Path, modality: str | None = None, mapping: str | Non
         return list(manifest_source(path, **kw))
     if path.is_file():
         label = next((p for p in (path.with_name("seg.nii.gz"), path.with_name("label.nii.gz")) if p.is_file()), None)
-        if label is not None and not mapping and label.name == "seg.nii.gz":
-            kw["mapping"] = "totalsegmentator_v2"
-        return list(pair_source(path, label, patient_id=path.name.split(".")[0], modality=modality or "ct", **kw))
+        return _pair(path, label, modality, mapping)
     if (path / "dataset.json").is_file() or (path / "imagesTr").is_dir():
         return list(nnunet_source(path, **kw))
     if any(path.glob("image_*.nii*")):
@@ -120,7 +134,27 @@ def volumes_at(path: str | Path, modality: str | None = None, mapping: str | Non
         if not mapping and info.get("mapping"):
             kw["mapping"] = info["mapping"]
         return list(chaos_source(path, modality=modality or info.get("modality", "mr"), **kw))
+    nifti = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+    scans = [p for p in nifti if not label_named(p)]
+    labels = [p for p in nifti if label_named(p)]
+    if len(scans) == 1 and len(labels) <= 1:  # e.g. TotalSegmentator's ct.nii.gz + seg.nii.gz
+        return _pair(scans[0], labels[0] if labels else None, modality, mapping)
+    if nifti or not find_series_folders(path):
+        found = f"{len(nifti)} NIfTI file(s): {', '.join(p.name for p in nifti[:6])}" if nifti else "no NIfTI file"
+        raise DataError(f"{path}: no layout fedsilo reads; looked for {'; '.join(LAYOUTS)}; found {found} and "
+                        f"no DICOM file (a single NIfTI file or a manifest .csv can be given directly)")
     return list(dicom_source(path, modality=modality))
+
+
+def _pair(image: Path, label: Path | None, modality: str | None, mapping: str | None) -> list[Volume]:
+    """One scan and its label map (TotalSegmentator's ``seg`` ids unless ``mapping`` says otherwise)."""
+    from fedsilo.data.sources import pair_source
+    from fedsilo.data.sources.nifti import nifti_stem
+
+    if label is not None and not mapping and nifti_stem(label) == "seg":
+        mapping = "totalsegmentator_v2"
+    kw: dict[str, Any] = {"mapping": mapping} if mapping else {}
+    return list(pair_source(image, label, patient_id=nifti_stem(image), modality=modality or "ct", **kw))
 
 
 def inspect_path(path: str | Path, out_png: str | Path, modality: str | None = None,

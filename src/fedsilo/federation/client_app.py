@@ -24,6 +24,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsilo.config import ExperimentConfig, config_from_toml_text
+from fedsilo.data.errors import DataError
 from fedsilo.data.federated import SiteData
 from fedsilo.federation.client_dp import client_clipping_mod
 from fedsilo.federation.distributed_dp import client_noise_mod
@@ -104,9 +105,20 @@ def site_job(msg: Message, context: Context) -> SiteJob:
 
 
 def task_site_from_path(task: Task, node: dict[str, Any]) -> tuple[int, SiteData[Any]]:
-    """Deployment: the site's own data from ``data-path`` (see the deployment guide)."""
-    return int(node.get("site-index", 0)), task.site_from_path(str(node["data-path"]),
-                                                               str(node.get("site-name", "site")))
+    """Deployment: the site's own data from ``data-path`` (see the deployment guide).
+
+    Raises
+    ------
+    DataError
+        The data cannot be read; the message starts with the site's name (the coordinator shows it).
+    """
+    name = str(node.get("site-name", "site"))
+    try:
+        return int(node.get("site-index", 0)), task.site_from_path(str(node["data-path"]), name)
+    except DataError as exc:
+        if name in str(exc):
+            raise
+        raise DataError(f"site {name!r}: {exc}") from exc
 
 
 def _digest(text: str) -> str:

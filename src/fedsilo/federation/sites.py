@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from fedsilo.data.errors import DataError
 from fedsilo.federation.messages import CONFIG, METRICS, QUERY_SITE_INFO, SITE
 from fedsilo.rounds import FederationError
 
@@ -19,6 +21,32 @@ logger = logging.getLogger(__name__)
 
 #: Error replies a SuperLink creates for a node that left (deployment): counted as dropouts.
 UNREACHABLE = (ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
+
+
+# Flower's error reasons: "<class 'pkg.DataError'>:<'message'>" (SuperNode, simulation), where the
+# simulation engine wraps the site's exception as "\nException ClientAppException occurred. Message: ...".
+_FLOWER_REASON = re.compile(r"^<class '(?:[\w.]*\.)?(?P<type>\w+)'>:<'(?P<text>.*)'>$", re.DOTALL)
+_CLIENTAPP_EXCEPTION = re.compile(r"^\s*Exception ClientAppException occurred\. Message: ", re.DOTALL)
+
+
+def unwrap_reason(reason: str) -> tuple[str, str]:
+    """The exception type name and message of a site's error reply, without Flower's wrapping.
+
+    ``"DataError: x"`` (in-process engine) and ``"<class 'fedsilo.data.errors.DataError'>:<'x'>"``
+    (a SuperNode) both give ``("DataError", "x")``; the simulation engine keeps only the message,
+    so its type comes back empty.
+    """
+    reason = reason.strip()
+    match = _FLOWER_REASON.match(reason)
+    if match:
+        kind, text = match.group("type"), match.group("text")
+        if kind == "ClientAppException":
+            return "", _CLIENTAPP_EXCEPTION.sub("", text).strip()
+        return kind, text.strip()
+    kind, sep, text = reason.partition(": ")
+    if sep and re.fullmatch(r"\w+(Error|Exception)", kind):
+        return kind, text.strip()
+    return "", reason
 
 
 @dataclass
@@ -80,7 +108,9 @@ def describe_sites(grid: Grid, config: Callable[[], ConfigRecord], want: int, ti
     ------
     FederationError
         When fewer than ``want`` sites describe themselves in time, or a site fails to (its
-        error, e.g. a data error with the site's name, is quoted).
+        error is quoted without Flower's wrapping).
+    DataError
+        When a site cannot read its data (the site's own message, naming the site).
     """
     deadline = time.monotonic() + timeout
     ids = wait_for_nodes(grid, want, timeout)
@@ -96,7 +126,10 @@ def describe_sites(grid: Grid, config: Callable[[], ConfigRecord], want: int, ti
             if reply.has_error():
                 if reply.error.code in UNREACHABLE:
                     continue
-                raise FederationError(f"node {nid} failed to describe itself: {reply.error.reason}")
+                kind, text = unwrap_reason(reply.error.reason)
+                if kind == "DataError":  # the site's own data: its error (naming the site) as it is
+                    raise DataError(text)
+                raise FederationError(f"node {nid} failed to describe itself: {f'{kind}: ' if kind else ''}{text}")
             m, s = reply.content.metric_records[METRICS], reply.content.config_records[SITE]
             described[nid] = SiteInfo(nid, str(s["site-name"]), int(m["site-index"]), int(m["num-train"]),
                                       int(m["num-val"]), [int(c) for c in m["class-counts"]], dict(s))

@@ -10,11 +10,14 @@ an export that does not reproduce the model is an error, not a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +57,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, 
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    logger.info("Loading the model of %s", run_dir)
     trained = load_trained(run_dir, round_=round_, site=site, device="cpu")
     try:
         spec = trained.task.inference_spec(trained.model)
@@ -71,12 +75,16 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, 
         expected = spec.module(check).float().numpy()
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tmp_file = Path(tmp) / target.name
+        logger.info("Exporting %s to %s (the exporter traces the model: seconds to a minute)", trained.source, fmt)
+        with quiet_exporter():
+            if fmt == "onnx":
+                _export_onnx(spec.module, spec.example, spec.input_name, spec.output_name, tmp_file)
+            else:
+                torch.jit.trace(spec.module, spec.example).save(str(tmp_file))
+        logger.info("Checking the exported model against PyTorch on %d inputs", CHECK_BATCH)
         if fmt == "onnx":
-            _export_onnx(spec.module, spec.example, spec.input_name, spec.output_name, tmp_file)
             got = _run_onnx(tmp_file, spec.input_name, check)
         else:
-            traced = torch.jit.trace(spec.module, spec.example)
-            traced.save(str(tmp_file))
             with torch.no_grad():
                 got = torch.jit.load(str(tmp_file))(check).float().numpy()
         error = float(np.max(np.abs(got - expected))) if expected.size else 0.0
@@ -88,6 +96,37 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, 
     logger.info("Exported %s to %s (max |difference| to PyTorch %.2g on %d inputs)", trained.source, target,
                 error, CHECK_BATCH)
     return target
+
+
+#: Loggers of the exporters' own chatter (info lines per optimisation pass, skipped torchvision ops).
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "torch._dynamo", "onnxscript",
+                    "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Keep torch's and onnxscript's internals off the console while a model is exported.
+
+    Their loggers are raised to ERROR (errors still show; exceptions propagate unchanged) and
+    their warnings (deprecations inside torch) are logged at DEBUG instead of printed. With
+    debug logging on (``fedsilo -v``) nothing is hidden.
+    """
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    for w in caught:
+        logger.debug("exporter warning (%s:%d): %s", w.filename, w.lineno, w.message)
 
 
 def _check_batch(example: torch.Tensor, seed: int) -> torch.Tensor:

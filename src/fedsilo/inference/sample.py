@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fedsilo import progress
 from fedsilo.fileio import atomic_write_text
 from fedsilo.run.folder import RunDirError
 from fedsilo.run.load import load_trained
@@ -68,6 +69,7 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{str(out)!r} exists and is not an empty folder; sample into a new one "
                           f"(nothing was overwritten)")
+    logger.info("Loading the generator of %s", run_dir)
     trained = load_trained(run_dir, round_=round_, site=site, device=device)
     images, grades = [], []
     label_source = ""
@@ -77,9 +79,11 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
             x, y, label_source = trained.task.generate(trained.model, count, grade, seed + start, trained.device)
             images.append(to_uint8(x))
             grades.append(y.cpu().numpy().astype(np.int64))
+            progress.current().step("sample: images generated", start + count, n)
     except NotImplementedError as exc:
         raise RunDirError(str(exc)) from exc
     pixels, labels = np.concatenate(images), np.concatenate(grades)
+    warn_single_grade(labels, grade, label_source)
     (out / "images").mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(n - 1)))
     ids = [f"syn_{i:0{width}d}" for i in range(n)]
@@ -94,6 +98,15 @@ def sample_run(run_dir: str | Path, n: int, out: str | Path, *, grade: int | Non
                                                           indent=2) + "\n")
     logger.info("Wrote %d synthetic images from %s to %s", n, trained.source, out)
     return out
+
+
+def warn_single_grade(labels: np.ndarray, grade: int | None, label_source: str) -> None:
+    """Warn when a set sampled for every grade holds only one (a collapsed or barely trained generator)."""
+    present = np.unique(labels)
+    if grade is None and len(labels) > 1 and len(present) == 1 and not label_source.startswith("none"):
+        logger.warning("All %d sampled images have grade %d (labels: %s): the generator does not cover the other "
+                       "grades (it collapsed, or trained too briefly, as a smoke test does); check the set before "
+                       "using it", len(labels), int(present[0]), label_source)
 
 
 def _covered(label_source: str) -> str:

@@ -16,7 +16,10 @@ Layout of a run folder::
       tracking.json      which TensorBoard folder / MLflow run also holds this run (experiment.tracking)
       tensorboard/       its TensorBoard event files, or mlflow/ its MLflow store (by default)
 
-A run folder is never overwritten: :meth:`RunDir.create` refuses an existing non-empty folder.
+A run folder is never overwritten: :meth:`RunDir.create` refuses an existing non-empty folder,
+except one in which no round finished (:func:`round_finished`), which holds no results: it is
+cleared and reused, so that a run which failed or was stopped before its first round does not
+block the corrected rerun.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 from collections.abc import Mapping
 from importlib import metadata
@@ -130,6 +134,56 @@ def environment_record(cfg: ExperimentConfig, engine: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def round_finished(path: str | Path) -> bool:
+    """Whether a round finished in run folder ``path`` (it then holds results that must be kept).
+
+    A round has finished once a checkpoint, a final state, a kept round model or a metrics row of
+    round 1 or later exists. The round-0 evaluation logged before training does not count.
+    """
+    path = Path(path)
+    if (path / CHECKPOINT_DIR / LATEST).exists() or (path / FINAL_FILE).exists():
+        return True
+    if (path / MODELS_DIR).is_dir() and any((path / MODELS_DIR).iterdir()):
+        return True
+    metrics = path / METRICS_FILE
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                return True  # unreadable: keep the folder rather than guess
+            if not isinstance(row, dict) or int(row.get("round", 1) or 0) >= 1:
+                return True
+    return False
+
+
+def reusable(path: str | Path) -> bool:
+    """A fedsilo run folder (it has ``config.toml``) in which no round finished."""
+    path = Path(path)
+    return (path / CONFIG_FILE).is_file() and not round_finished(path)
+
+
+def clear_unstarted(path: str | Path, *, remove_folder: bool) -> None:
+    """Delete what a run folder in which no round finished holds (and the folder itself).
+
+    Raises
+    ------
+    RunDirError
+        When a round finished in ``path`` (its results are never deleted).
+    """
+    path = Path(path)
+    if round_finished(path):
+        raise RunDirError(f"run folder {str(path)!r} holds finished rounds; it is kept")
+    if remove_folder:
+        shutil.rmtree(path)
+        return
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
@@ -160,9 +214,17 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, cfg: ExperimentConfig, engine: str) -> RunDir:
-        """Create a new run folder; refuse an existing non-empty one (nothing is overwritten)."""
+        """Create a new run folder; refuse an existing non-empty one (nothing is overwritten).
+
+        A run folder in which no round finished (one left by a run that failed or was stopped
+        before its first round) holds no results: it is cleared and reused, with a warning.
+        """
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.is_dir() and reusable(path):
+            logger.warning("Reusing run folder %s: no round finished there (a run that failed or was "
+                           "stopped before its first round left it)", path)
+            clear_unstarted(path, remove_folder=False)
+        elif path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(
                 f"run folder {str(path)!r} already exists and is not empty; choose another --out, "
                 f"or continue it with `fedsilo run --resume {path}`"

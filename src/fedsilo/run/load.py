@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedsilo.config import ExperimentConfig
 from fedsilo.run.folder import RunDir, RunDirError
 from fedsilo.seeding import resolve_device
 
@@ -61,6 +62,13 @@ class TrainedModel:
         """Human-readable origin, e.g. ``runs/x final.pt (round 20, global model)``."""
         which = f"site {self.site}'s model" if self.site else "global model"
         return f"{self.run.path} round {self.round} ({which})"
+
+
+def warn_smoke_test(cfg: ExperimentConfig, what: str) -> None:
+    """Log a warning when ``cfg`` is a smoke test (``experiment.smoke_test``): ``what`` says nothing."""
+    if cfg.experiment.smoke_test:
+        logger.warning("%s is a smoke test (experiment.smoke_test = true): sized to show that every step runs, "
+                       "so %s say nothing about the method; use a full config for results", cfg.experiment.name, what)
 
 
 def load_state(run: RunDir, round_: int | None = None) -> dict[str, Any]:
@@ -140,6 +148,7 @@ def load_trained(run_dir: str | Path, *, round_: int | None = None, site: str | 
     run = RunDir.open(run_dir)
     state = load_state(run, round_)
     cfg = run.cfg
+    warn_smoke_test(cfg, "its model and what it makes")
     if cfg.experiment.threads:
         torch.set_num_threads(cfg.experiment.threads)
     task = make_task(cfg)

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from fedsilo.config import ConfigError, ExperimentConfig
-from fedsilo.run.folder import RunDir, RunDirError
+from fedsilo.run.folder import RunDir, RunDirError, clear_unstarted, round_finished
+from fedsilo.run.load import warn_smoke_test
 from fedsilo.run.loop import run_rounds
 from fedsilo.run.tracking import check_tracking
 
@@ -24,13 +25,31 @@ ENGINES = ("local", "simulation")
 
 def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
               on_round_end: Callable[[int], None] | None = None) -> RunDir:
-    """Create ``out`` (refusing a non-empty folder) and run ``cfg`` to the end."""
+    """Create ``out`` (refusing a folder that holds results) and run ``cfg`` to the end.
+
+    The data are loaded before the folder is created, so a data error (a wrong path, a corrupt
+    file) leaves nothing behind. When the run fails before its first round finished, the folder
+    is removed (emptied, when it existed before) since it holds no results, and a note on the
+    error says so: the corrected rerun can use the same ``out``. A folder in which a round
+    finished is always kept (``--resume`` continues it).
+    """
     engine = engine or cfg.experiment.engine
     _check_engine(engine)
+    warn_smoke_test(cfg, "its metrics")
     _check_canaries(cfg)
     check_tracking(cfg)
+    _check_data(cfg)
+    existed = Path(out).is_dir()
     run = RunDir.create(out, cfg, engine)
-    execute(run, engine, on_round_end)
+    try:
+        execute(run, engine, on_round_end)
+    except Exception as exc:
+        if not round_finished(run.path):
+            clear_unstarted(run.path, remove_folder=not existed)
+            exc.add_note(f"No round finished, so the run folder {run.path} was "
+                         f"{'emptied' if existed else 'removed'}; once the problem is fixed, run again "
+                         f"with the same --out.")
+        raise
     return run
 
 
@@ -41,6 +60,7 @@ def resume_run(path: str | Path, engine: str | None = None,
     engine = engine or run.read_env().get("engine", run.cfg.experiment.engine)
     _check_engine(engine)
     check_tracking(run.cfg)
+    warn_smoke_test(run.cfg, "its metrics")
     ckpt = run.load_checkpoint()
     done = 0 if ckpt is None else int(ckpt["round"])
     if done >= run.cfg.federation.rounds and run.final_path.exists():
@@ -49,9 +69,33 @@ def resume_run(path: str | Path, engine: str | None = None,
         stopped = torch.load(run.final_path, map_location="cpu", weights_only=False).get("stopped_early")
         if stopped:
             raise RunDirError(f"run {str(path)!r} stopped early after round {done} ({stopped}); nothing to resume")
-    run.record_resume(done, engine)
-    execute(run, engine, on_round_end)
+    try:
+        _check_data(run.cfg)
+        run.record_resume(done, engine)
+        execute(run, engine, on_round_end)
+    except Exception as exc:
+        if not round_finished(run.path):
+            exc.add_note(f"No round finished in {run.path}; it holds no results. --resume reuses the config "
+                         f"it was started with, so it repeats a config or data error: start again with "
+                         f"`fedsilo run CONFIG --out {run.path}` (a run folder without a finished round "
+                         f"is reused).")
+        raise
     return run
+
+
+def _check_data(cfg: ExperimentConfig) -> None:
+    """Load the sites' data before any folder is made, so a data error arrives as itself.
+
+    The server process loads it anyway (the data are cached per process, and the in-process
+    engine's sites share that copy); loading it first keeps a wrong path or a corrupt file from
+    reaching the user wrapped in a site's error reply. Centralised runs load their pooled data
+    directly and need no check.
+    """
+    if cfg.experiment.mode == "centralised":
+        return
+    from fedsilo.tasks import make_task
+
+    make_task(cfg).federated_data()
 
 
 def _check_canaries(cfg: ExperimentConfig) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedsilo import progress
 from fedsilo.audit.attacks.gradient_inversion import InversionTrial, attack_batch, inversion_grid
 from fedsilo.audit.attacks.mia import LossFn, calibrated_attacks
 from fedsilo.audit.registry import AuditContext, AuditOutcome
@@ -112,7 +113,15 @@ def membership_outcome(ctx: AuditContext, pool: Any, x: Tensor, y: Tensor, is_me
     than the target fits its own, which understates the calibrated attacks: LiRA's and RMIA's
     results are then labelled lower bounds (``details["bound"]`` in ``audit.json`` and a note).
     """
-    train_fn = lambda idx, seed: train_reference_model(ctx, subset(pool, idx), seed)  # noqa: E731
+    trained = 0
+
+    def train_fn(idx: np.ndarray, seed: int) -> nn.Module:
+        nonlocal trained
+        model = train_reference_model(ctx, subset(pool, idx), seed)
+        trained += 1
+        progress.current().step("audit: reference models", trained, ctx.settings.reference_models)
+        return model
+
     results = calibrated_attacks(ctx.model, x.to(ctx.device), y.to(ctx.device), is_member, train_fn,
                                  num_models=ctx.settings.reference_models, seed=ctx.seed("reference-models"),
                                  loss_fn=loss_fn)
@@ -149,6 +158,7 @@ def gradient_inversion_outcome(ctx: AuditContext, x: Tensor, y: Tensor, loss_fn:
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.eval()  # ... but dropout is off: no unseeded randomness in the simulated update
     trials: list[InversionTrial] = []
+    total = 2 * len(s.inversion_local_steps) * sum(b <= len(x) for b in s.inversion_batch_sizes)
     try:
         for b in s.inversion_batch_sizes:
             if b > len(x):
@@ -159,6 +169,8 @@ def gradient_inversion_outcome(ctx: AuditContext, x: Tensor, y: Tensor, loss_fn:
                                                local_steps=steps, clip=clip, noise_multiplier=noise,
                                                infer=infer_labels, seed=ctx.seed(f"gi-{b}-{steps}"),
                                                iterations=s.inversion_iterations, tv_weight=s.inversion_tv))
+                    progress.current().step("audit: gradient inversion", len(trials), total,
+                                            f"batch {b}, {steps} step(s), {trials[-1].defence}")
     finally:
         model.train(was)
     if not trials:

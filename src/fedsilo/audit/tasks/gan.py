@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedsilo import progress
 from fedsilo.audit.attacks.dcr import dcr_grid, dcr_result, distance_to_closest_record
 from fedsilo.audit.attacks.gan_mia import (
     Sampler,
@@ -78,21 +79,31 @@ def gan_outcome(ctx: AuditContext, generator: nn.Module, discriminator: nn.Modul
     mem, non = mem.to(ctx.device), non.to(ctx.device)
     sampler = sampler or generator_sampler(generator)
     attacks = []
+    stages = 4 + (discriminator is not None)
+
+    def done(what: str) -> None:
+        progress.current().step("audit: GAN attacks", len(attacks), stages, what)
+
     if discriminator is not None:
         attacks.append(logan_attack(discriminator, mem, non, member_labels=mem_y, nonmember_labels=non_y))
+        done("LOGAN (discriminator)")
     attacks.append(gan_leaks_blackbox(sampler, mem, non, num_samples=s.gan_samples, seed=ctx.seed("gan-samples"),
                                       feature_fn=feature_fn))
+    done("GAN-Leaks black-box")
     t = min(s.max_targets, k)
     white, inv_mem, inv_non = inversion_attack(
         generator, mem[:t], non[:t], member_labels=None if mem_y is None else mem_y[:t],
         nonmember_labels=None if non_y is None else non_y[:t], name="gan_leaks_whitebox",
         steps=s.latent_steps, restarts=s.latent_restarts, seed=ctx.seed("latent"))
     attacks.append(white)
+    done("GAN-Leaks white-box (latent inversion)")
     synthetic = sampler(s.gan_samples, torch.Generator().manual_seed(ctx.seed("dcr-samples"))).to(ctx.device)
     dcr = distance_to_closest_record(synthetic, mem, non, seed=ctx.seed("dcr"), feature_fn=feature_fn)
     attacks.append(dcr_result(dcr))
+    done("distance to closest record")
     fake, _ = _subsample(synthetic, None, len(mem), rng)
     attacks.append(real_vs_synthetic_detector(mem.cpu(), fake.cpu(), seed=ctx.seed("realism"), feature_fn=feature_fn))
+    done("real-vs-synthetic detector")
     files = [dcr_grid(synthetic, mem, non, dcr, ctx.artifact("dcr_nearest.png")),
              _reconstruction_grid(mem[:t], inv_mem.reconstructions, ctx.artifact("inversion_members.png")),
              _reconstruction_grid(non[:t], inv_non.reconstructions, ctx.artifact("inversion_nonmembers.png"))]

@@ -29,6 +29,9 @@ def medmnist_splits(path: str | Path) -> list[str]:
 def _keys(path: Path) -> set[str]:
     if not path.is_file():
         raise DataError(f"{path}: MedMNIST file does not exist")
+    if not zipfile.is_zipfile(path):  # else numpy takes it for a pickle and suggests allow_pickle
+        raise DataError(f"{path}: not a readable .npz file: not a valid .npz archive (a zip of .npy "
+                        f"arrays); it is truncated, corrupt or another format")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return set(npz.files)
@@ -70,8 +73,14 @@ def load_medmnist(path: str | Path, split: str, *, num_classes: int | None = Non
             f"{path}: missing key(s) {', '.join(missing)}; splits present: {', '.join(present) or 'none'} "
             f"(keys: {', '.join(sorted(keys))})"
         )
-    with np.load(path, allow_pickle=False) as npz:
-        images, labels = npz[img_key], npz[lab_key]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            images, labels = npz[img_key], npz[lab_key]
+    except ValueError as exc:  # object arrays (pickles) are never loaded: they can run code
+        raise DataError(f"{path}: {img_key}/{lab_key} must be plain numeric arrays, not Python objects "
+                        f"({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     if images.dtype != np.uint8:
         raise DataError(f"{path}: {img_key} must be uint8 images, got dtype {images.dtype}")
     if labels.ndim == 2 and labels.shape[1] != 1:

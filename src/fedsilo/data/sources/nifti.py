@@ -7,6 +7,7 @@ to the internal ``(D, H, W)`` radiological convention by :func:`canonical_to_int
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import numpy as np
 
 from fedsilo.data.errors import DataError
 
-__all__ = ["NIFTI_SUFFIXES", "canonical_to_internal", "internal_to_nifti", "nifti_stem", "read_nifti",
-           "spacing_from_affine"]
+__all__ = ["NIFTI_SUFFIXES", "canonical_to_internal", "internal_to_nifti", "label_named", "nifti_stem",
+           "read_nifti", "spacing_from_affine"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +133,12 @@ def nifti_stem(path: Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+#: File stems of label maps rather than scans (CHAOS ``label_<id>``, TotalSegmentator ``seg``, ``*_mask``).
+_LABEL_STEM = re.compile(r"(^|[_.-])(labels?|seg|segmentation|masks?)([_.-]|$)", re.I)
+
+
+def label_named(path: Path) -> bool:
+    """Whether a NIfTI file is named like a label map (``label_1``, ``seg``, ``liver_mask``...)."""
+    return bool(_LABEL_STEM.search(nifti_stem(Path(path))))

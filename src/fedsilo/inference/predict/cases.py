@@ -4,24 +4,22 @@ folder holding any number of both (DICOM series in sub-folders)."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from fedsilo.data.errors import DataError
-from fedsilo.data.sources.nifti import NIFTI_SUFFIXES
+from fedsilo.data.sources.nifti import NIFTI_SUFFIXES, label_named
 from fedsilo.data.sources.volume import CaseRef, check_modality
 
 logger = logging.getLogger(__name__)
 
-#: File stems and folders that hold label maps, not scans (CHAOS ``label_<id>``, TotalSegmentator
-#: ``seg``, nnU-Net ``labelsTr``): skipped when a folder is searched.
-_LABEL_STEM = re.compile(r"(^|[_.-])(labels?|seg|segmentation|masks?)([_.-]|$)", re.I)
+#: Folders that hold label maps, not scans (nnU-Net ``labelsTr``): skipped when a folder is searched
+#: (as are files named like label maps, :func:`~fedsilo.data.sources.nifti.label_named`).
 _LABEL_DIRS = {"labelstr", "labelsts", "labels", "segmentations"}
 
 
 def looks_like_labels(path: Path, root: Path) -> bool:
     """Whether a NIfTI file under ``root`` is named like a label map rather than a scan."""
-    if _LABEL_STEM.search(case_name(path)):
+    if label_named(path):
         return True
     return any(part.lower() in _LABEL_DIRS for part in path.relative_to(root).parts[:-1])
 

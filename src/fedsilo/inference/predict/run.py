@@ -33,7 +33,7 @@ from fedsilo.data.sources.volume import CaseRef, Volume
 from fedsilo.fileio import atomic_write_text
 from fedsilo.inference.predict.cases import find_cases
 from fedsilo.inference.predict.geometry import probabilities_to_native
-from fedsilo.run.folder import RunDirError
+from fedsilo.run.folder import RunDir, RunDirError
 from fedsilo.run.load import TrainedModel, load_trained
 
 logger = logging.getLogger(__name__)
@@ -66,14 +66,21 @@ def predict_path(run_dir: str | Path, input_path: str | Path, out: str | Path, *
         Which weights and where to compute (see :func:`fedsilo.run.load.load_trained`).
     """
     out = Path(out)
+    # every argument and input is checked before the model is loaded
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{str(out)!r} exists and is not an empty folder; predict into a new one "
                           f"(nothing was overwritten)")
-    trained = load_trained(run_dir, round_=round_, site=site, device=device)
-    if trained.run.cfg.data.source != "volumes":
-        raise RunDirError(f"run {str(trained.run.path)!r} is a {trained.run.cfg.experiment.task} run; "
+    run = RunDir.open(run_dir)
+    if run.cfg.data.source != "volumes":
+        raise RunDirError(f"run {str(run.path)!r} is a {run.cfg.experiment.task} run; "
                           f"`fedsilo predict` needs a segmentation run on abdominal volumes")
     cases = find_cases(input_path, modality)
+    unknown = [c for c in cases if c.modality is None and not c.image.is_dir()]
+    if unknown:
+        names = ", ".join(str(c.image) for c in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise DataError(f"{names}: NIfTI files do not say their modality; give --modality ct or mr")
+    logger.info("Loading the model of %s", run.path)
+    trained = load_trained(run_dir, round_=round_, site=site, device=device)
     out.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary(out)
     volumes: list[list[Any]] = []
