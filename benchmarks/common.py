@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.results_toc import update_contents
 from fedsilo.run.folder import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -53,15 +54,17 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
-def write_section(name: str, title: str, command: str, body: str, started: float) -> None:
-    """Replace (or append) the section ``name`` of RESULTS.md, stamped with command, machine, date, commit."""
+def write_section(name: str, title: str, command: str, body: str, started: float, results: Path = RESULTS) -> None:
+    """Replace (or append) the section ``name`` of ``results`` (RESULTS.md), stamped with command,
+    machine, date, commit; then regenerate the file's contents (:mod:`benchmarks.results_toc`)."""
     stamp = (f"- Command: `{command}`\n- Machine: {machine()}\n"
              f"- Date: {dt.date.today().isoformat()}; commit {commit()}; took {time.monotonic() - started:.0f} s\n")
     block = f"<!-- bench:{name} -->\n## {title}\n\n{stamp}\n{body.strip()}\n<!-- /bench:{name} -->"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    results.write_text(text, encoding="utf-8")
+    update_contents(results)
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
