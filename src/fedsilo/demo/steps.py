@@ -107,11 +107,11 @@ def demo_steps() -> list[Step]:
     return [
         Step("classification", "Federated DR grading on fundus phantoms",
              "Three hospitals with different cameras train one grading CNN with FedAvg, once with the same "
-             "grade mix at every hospital (IID) and once with label skew (Dirichlet, alpha 0.3: each hospital "
+             "grade mix at every hospital (IID) and once with label skew (Dirichlet, alpha 0.1: each hospital "
              "sees mostly a few grades); the same data pooled (centralised) is the reference. The federation "
              "comes close to pooling when the hospitals' grade mixes agree; label skew is what costs.",
              _sweep("demo-classify.toml", "federated,centralised", {"partition.name": ["iid", "dirichlet"]}),
-             reduced=("federation.rounds=6",)),
+             reduced=("federation.eval_every=12",)),
         Step("fedgin", "FedGIN: CT-rich and MRI-scarce hospitals segment organs together",
              "Two CT hospitals and one hospital with only two MRI patients train one multi-organ U-Net. "
              "Without augmentation the model learns CT intensities and does poorly on MRI; GIN (random "
