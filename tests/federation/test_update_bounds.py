@@ -185,3 +185,29 @@ def test_multikrum_with_the_norm_bound_keeps_only_honest_updates(tiny_cfg, tmp_p
     assert all((r["sites_aggregated"], r["sites_norm_rejected"]) == (3, 1) for r in rows if "sites_aggregated" in r)
     _, honest_only = _run(cfg, tmp_path / "honest", extra=HONEST_ONLY)
     assert _same(model, honest_only)
+
+
+def test_an_inflated_weight_under_secure_aggregation_stops_the_run(tmp_path):
+    """A masked sum cannot lose one update: a site whose num-examples exceeds its setup count stops the
+    run (the last checkpoint stays), instead of weighing the mean 50 to 1 towards its update."""
+    from fedsilo.federation.secure import secure_mods
+    from fedsilo.rounds import FederationError
+    from helpers import phantom_classification_config
+
+    app = ClientApp(mods=[secure_mods])
+    app.query("site_info")(real.site_info)
+    app.evaluate()(real.evaluate)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        reply = real.train(msg, context)
+        if int(context.node_config["partition-id"]) == 2:
+            reply.content.metric_records[METRICS][NUM_EXAMPLES] = 1000
+        return reply
+
+    run = RunDir.create(tmp_path / "secure", phantom_classification_config("federation.secure_aggregation=true"),
+                        "local")
+    with pytest.raises(FederationError, match=r"round 1: secure aggregation summed an update whose weight is beyond "
+                                              r"its site's count at setup; stopping \(site-3: reply claims "
+                                              r"num-examples = 1000, more than the 16 training examples"):
+        run_inprocess(make_server_app(run.path), app, 3)

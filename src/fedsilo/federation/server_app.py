@@ -49,7 +49,13 @@ from fedsilo.federation.strategies import (
     sites_per_round,
     strategy_state,
 )
-from fedsilo.federation.validation import check_train_reply, describe_template, norm_rejections, update_norm
+from fedsilo.federation.validation import (
+    check_num_examples,
+    check_train_reply,
+    describe_template,
+    norm_rejections,
+    update_norm,
+)
 from fedsilo.models.norms import norm_state_keys
 from fedsilo.rounds import SITE_DONE, FederationError, Row, SiteTable, StopTraining
 from fedsilo.seeding import derive_seed, np_rng, resolve_device
@@ -264,6 +270,12 @@ class FederatedRounds:
             why = "; ".join(f"{r.scope}: {r.values['reason']}" for r in rows if "reason" in r.values)
             raise FederationError(f"round {rnd}: only {len(valid)} valid update(s), federation.min_sites = {need}; "
                                   f"stopping" + (f" (rejected: {why})" if why else ""))
+        if secure:  # one update cannot be taken out of a masked sum: an inflated weight stops the run
+            over = [f"{by_node[r.metadata.src_node_id].name}: {why}" for r in valid if (why := check_num_examples(
+                r.content.metric_records[METRICS][NUM_EXAMPLES], by_node[r.metadata.src_node_id].num_train))]
+            if over:
+                raise FederationError(f"round {rnd}: secure aggregation summed an update whose weight is beyond its "
+                                      f"site's count at setup; stopping ({'; '.join(over)})")
         if secure and secure_sum is None:
             raise FederationError(f"round {rnd}: secure aggregation abandoned the round (too few sites kept enough "
                                   f"active neighbours to unmask the sum; federation.secagg.reconstruction_threshold)")

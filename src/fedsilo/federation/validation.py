@@ -83,10 +83,15 @@ def check_train_reply(msg: Message, template: Mapping[str, tuple[tuple[int, ...]
     n = content.metric_records[METRICS].get(NUM_EXAMPLES)
     if not isinstance(n, (int, float)) or isinstance(n, bool) or not np.isfinite(n) or n <= 0:
         return f"reply has an invalid {NUM_EXAMPLES!r}: {n!r} (expected a positive number)"
+    return check_num_examples(n, max_examples) or check_arrays(content.array_records[ARRAYS], template)
+
+
+def check_num_examples(n: float, max_examples: int | None) -> str | None:
+    """Why a claimed ``num-examples`` above ``max_examples`` (the site's count at setup) is refused."""
     if max_examples is not None and n > max_examples:
         return (f"reply claims {NUM_EXAMPLES} = {n}, more than the {max_examples} training examples the site "
                 f"reported at setup")
-    return check_arrays(content.array_records[ARRAYS], template)
+    return None
 
 
 def update_norm(trained: ArrayRecord, start: ArrayRecord) -> float:
