@@ -32,7 +32,7 @@ test-deploy: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
-# Quality study, not a speed benchmark: 13 training runs, two at a time (19 min on 2 cores).
+# Quality study, not a speed benchmark: 17 training runs, two at a time (about 25 min on 2 cores).
 bench-poisoning: $(STAMP)
 	$(PY) -m benchmarks.poisoning
 

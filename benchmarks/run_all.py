@@ -13,7 +13,7 @@ import warnings
 
 from benchmarks.common import table, write_section
 
-#: The poisoning study (``bench_poisoning``) has its own target, ``make bench-poisoning`` (19 min),
+#: The poisoning study (``bench_poisoning``) has its own target, ``make bench-poisoning`` (about 25 min),
 #: and still runs here with ``--only poisoning``.
 BENCHMARKS = ["framework", "engine", "scale", "messages", "augment", "dp", "secagg"]
 

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import FedAvg
 
-from fedsilo.config.schema import StrategySection
+from fedsilo.config.federation_schema import StrategySection
 from fedsilo.federation.grids import SubsetGrid
 from fedsilo.federation.inprocess import InProcessGrid
 from fedsilo.federation.messages import ARRAYS

@@ -75,6 +75,8 @@ def test_glossary_defines_prefixed_metrics():
     assert "kappa" in define("test_kappa")
     assert "mm" in define("val_hd95_mr_liver")
     assert define("test_unknown_thing") is None
+    assert "norm bound rejected" in define("sites_norm_rejected") and "L2 norm" in define("update_norm")
+    assert "rejected by validation" in define("sites_rejected")
     # attack and audit numbers are not read as grading accuracy or as the budget spent
     assert "attack" in define("balanced_accuracy") and "0.5 = chance" in define("logan_balanced_accuracy")
     assert "DR grade" in define("test_accuracy")

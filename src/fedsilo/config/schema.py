@@ -15,34 +15,19 @@ from fedsilo.config.data_schema import (
     DataSection,
     PartitionSection,
 )
+from fedsilo.config.federation_schema import FederationSection
 from fedsilo.config.loader import ConfigError, param, section
 from fedsilo.config.privacy_schema import (
     CLIENT_DP_STRATEGIES,
     SECURE_STRATEGIES,
     AuditSection,
     PrivacySection,
-    SecAggSection,
 )
 from fedsilo.registry import TASKS
 
 ModeName = Literal["federated", "centralised", "local"]
 EngineName = Literal["local", "simulation"]
 TrackerName = Literal["none", "tensorboard", "mlflow"]
-StrategyName = Literal[
-    "fedavg",
-    "fedprox",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedavgm",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-    "centeredclip",
-    "fedbn",
-]
 NormName = Literal["batch", "group", "instance", "none"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -96,50 +81,6 @@ class ExperimentSection:
             )
         if not self.name or "/" in self.name:
             raise ConfigError(f"{prefix}.name must be a non-empty name without '/', got {self.name!r}")
-
-
-@dataclass
-class StrategySection:
-    name: StrategyName = param(
-        "fedavg", "Aggregation strategy (Flower strategies; centeredclip: centered clipping; fedbn keeps normalisation local)."
-    )
-    proximal_mu: float = param(0.01, "FedProx proximal weight mu (applied in the client loss).", ge=0.0)
-    server_lr: float = param(0.1, "Server learning rate eta (fedadam, fedyogi, fedadagrad, fedavgm).", gt=0.0)
-    server_momentum: float = param(0.9, "Server momentum (fedavgm).", ge=0.0, lt=1.0)
-    beta_1: float = param(0.9, "First-moment decay (fedadam, fedyogi).", ge=0.0, lt=1.0)
-    beta_2: float = param(0.99, "Second-moment decay (fedadam, fedyogi).", ge=0.0, lt=1.0)
-    tau: float = param(1e-3, "Adaptivity constant tau (fedadam, fedyogi, fedadagrad).", gt=0.0)
-    trim_beta: float = param(0.2, "Fraction trimmed from each end (fedtrimmedavg).", ge=0.0, lt=0.5)
-    num_malicious: int = param(0, "Assumed malicious sites f (krum, multikrum, bulyan).", ge=0)
-    num_selected: int = param(1, "Updates kept by multikrum.", ge=1)
-    clip_radius: float = param(
-        0.0, "Centered clipping radius tau in update-norm units (centeredclip; 0 = the round's median update norm).",
-        ge=0.0)
-    clip_iterations: int = param(3, "Centered clipping iterations per round (centeredclip).", ge=1, le=100)
-    local_norm: bool = param(
-        False, "Keep normalisation parameters and statistics local to each site (FedBN-style) with any strategy."
-    )
-
-
-@dataclass
-class FederationSection:
-    num_sites: int = param(3, "Number of sites (hospitals).", ge=1, le=1000)
-    rounds: int = param(5, "Federated rounds (centralised/local modes: training periods of the same size).", ge=1)
-    fraction_train: float = param(1.0, "Fraction of sites sampled for training each round.", gt=0.0, le=1.0)
-    min_sites: int = param(
-        1, "Minimum sites sampled and minimum valid updates per round; fewer stops the run with an error.", ge=1
-    )
-    eval_every: int = param(1, "Sites evaluate the global model on their validation split every N rounds.", ge=1)
-    timeout: float = param(3600.0, "Seconds to wait for site replies each round.", gt=0.0)
-    site_names: list[str] = param([], "Names of the sites (default site-1 ... site-N).")
-    strategy: StrategySection = section(StrategySection, "Aggregation strategy.")
-    secure_aggregation: bool = param(
-        False,
-        "Secure aggregation (Flower's SecAgg+, Bell et al. CCS 2020): each site masks its quantised update, and "
-        "the coordinator only ever holds masked updates and their weighted mean. Needs a strategy that uses "
-        "only the mean (fedavg, fedprox, fedadam, fedyogi, fedavgm) and at least 2 sites per round.",
-    )
-    secagg: SecAggSection = section(SecAggSection, "Secure aggregation settings (federation.secure_aggregation).")
 
 
 @dataclass
@@ -319,6 +260,10 @@ class ExperimentConfig:
         if self.experiment.task == "segmentation" and self.segmentation.method == "dsbn":
             raise ConfigError("segmentation.method = 'dsbn' cannot run with federation.secure_aggregation = true: its "
                               "per-modality normalisation is averaged per modality, which needs the individual updates")
+        if fed.validation.bounds_norms:
+            raise ConfigError("federation.validation.max_update_norm / max_update_norm_factor cannot run with "
+                              "federation.secure_aggregation = true: the coordinator only sees masked updates and "
+                              "their sum; bound each update at its site with federation.secagg.clipping_range")
 
     def validate(self, prefix: str = "") -> None:
         fed, part = self.federation, self.partition
@@ -367,6 +312,12 @@ class ExperimentConfig:
                     "federation.strategy.local_norm must be false with privacy.mode = 'client' "
                     "(group-local arrays would be shared without noise)"
                 )
+            if fed.validation.max_update_norm_factor > 0 and self.privacy.active:
+                raise ConfigError(
+                    "federation.validation.max_update_norm_factor must be 0 with privacy.mode = 'client': whether "
+                    "a site's update is kept would depend on the other sites' updates (through the median), "
+                    "outside the per-site sensitivity DP-FedAvg's noise assumes; updates are clipped to the "
+                    "clipping norm already, and federation.validation.max_update_norm judges each one alone")
         if self.experiment.task == "synthesis":
             size = self.data.volume.size if self.data.source == "volumes" else self.data.image_size
             where = "data.volume.size" if self.data.source == "volumes" else "data.image_size"

@@ -2,8 +2,9 @@
 
 Each round: sample sites with a seeded generator, let the strategy configure the training
 messages, send them through the Grid, validate every reply (wrong keys/shapes/dtypes,
-non-finite values, errors are rejected and logged by site), aggregate the valid ones *in site
-order* (so the floating-point sums do not depend on arrival order), evaluate on the sites'
+non-finite values, a num-examples above the site's count at setup, errors, and with
+``federation.validation`` an update norm above its bound are rejected and logged by site),
+aggregate the valid ones *in site order* (so the floating-point sums do not depend on arrival order), evaluate on the sites'
 validation splits and the global test split, and return the rows to log.
 
 :class:`FederatedRounds` is a round executor (see :mod:`fedsilo.run.loop`): it knows Flower,
@@ -29,6 +30,7 @@ from fedsilo import progress
 from fedsilo.config import ExperimentConfig, dumps
 from fedsilo.federation.grids import SubsetGrid
 from fedsilo.federation.messages import (
+    ARRAYS,
     CONFIG_TOML,
     METRICS,
     NUM_EXAMPLES,
@@ -47,7 +49,13 @@ from fedsilo.federation.strategies import (
     sites_per_round,
     strategy_state,
 )
-from fedsilo.federation.validation import check_train_reply, describe_template
+from fedsilo.federation.validation import (
+    check_num_examples,
+    check_train_reply,
+    describe_template,
+    norm_rejections,
+    update_norm,
+)
 from fedsilo.models.norms import norm_state_keys
 from fedsilo.rounds import SITE_DONE, FederationError, Row, SiteTable, StopTraining
 from fedsilo.seeding import derive_seed, np_rng, resolve_device
@@ -90,6 +98,12 @@ class FederatedRounds:
         self.site_state: dict[str, dict[str, Any]] = {}
         #: under secure aggregation: the masked vector each node sent in the last round (all the coordinator saw)
         self.masked: dict[int, list[bytes]] = {}
+        #: the weights each node was sent in the current round (what its update is measured from)
+        self._sent: dict[int, ArrayRecord] = {}
+        self.bound_norms = cfg.federation.validation.bounds_norms and cfg.experiment.mode == "federated"
+        if cfg.federation.validation.bounds_norms and not self.bound_norms:
+            logger.warning("federation.validation's norm bounds are ignored in experiment.mode = %r (sites do not "
+                           "share an aggregate)", cfg.experiment.mode)
         self._test: Any = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -189,6 +203,7 @@ class FederatedRounds:
         messages = self._configure(self.strategy.configure_train, rnd, sampled)
         fed = self.cfg.federation
         if not fed.secure_aggregation:
+            self._sent = {m.metadata.dst_node_id: m.content.array_records[ARRAYS] for m in messages}
             return self._send(messages), None
         # distributed DP weighs every site 1; otherwise by its training examples
         client_dp = self.cfg.privacy.mode == "client" and self.cfg.privacy.active
@@ -231,7 +246,7 @@ class FederatedRounds:
                 continue  # the node went away (Flower's SuperLink answers for it): a dropout, below
             answered.add(site.node_id)
             # (under secure aggregation a reply holds no arrays: only the masked sum can be checked)
-            reason = check_train_reply(reply, self.template) if not secure else (
+            reason = check_train_reply(reply, self.template, site.num_train) if not secure else (
                 f"site reported an error: {reply.error.reason}" if reply.has_error() else None)
             if reason is not None:
                 logger.warning("Round %d: update from %s rejected: %s", rnd, site.name, reason)
@@ -242,6 +257,9 @@ class FederatedRounds:
             state = reply.content.config_records.get(SITE_STATE)
             if state is not None:
                 self.site_state[site.name] = dict(state)
+        bounded = self._bound_norms(rnd, valid, rows) if self.bound_norms and not secure else None
+        if bounded:
+            valid = [r for r in valid if all(r is not b for b in bounded)]
         for site in sampled:
             if site.node_id not in answered:
                 logger.warning("Round %d: %s dropped out (no reply within %.0fs, or its node left)", rnd,
@@ -252,6 +270,12 @@ class FederatedRounds:
             why = "; ".join(f"{r.scope}: {r.values['reason']}" for r in rows if "reason" in r.values)
             raise FederationError(f"round {rnd}: only {len(valid)} valid update(s), federation.min_sites = {need}; "
                                   f"stopping" + (f" (rejected: {why})" if why else ""))
+        if secure:  # one update cannot be taken out of a masked sum: an inflated weight stops the run
+            over = [f"{by_node[r.metadata.src_node_id].name}: {why}" for r in valid if (why := check_num_examples(
+                r.content.metric_records[METRICS][NUM_EXAMPLES], by_node[r.metadata.src_node_id].num_train))]
+            if over:
+                raise FederationError(f"round {rnd}: secure aggregation summed an update whose weight is beyond its "
+                                      f"site's count at setup; stopping ({'; '.join(over)})")
         if secure and secure_sum is None:
             raise FederationError(f"round {rnd}: secure aggregation abandoned the round (too few sites kept enough "
                                   f"active neighbours to unmask the sum; federation.secagg.reconstruction_threshold)")
@@ -264,10 +288,30 @@ class FederatedRounds:
         rows.append(Row("global", {"sites_sampled": len(sampled), "sites_aggregated": len(valid),
                                    "sites_rejected": sum(1 for r in rows if r.values.get("rejected")),
                                    "sites_dropped": sum(1 for r in rows if r.values.get("dropped")),
+                                   **({} if bounded is None else {"sites_norm_rejected": len(bounded)}),
                                    "round_seconds": time.perf_counter() - start,
                                    "message_bytes": self.arrays.count_bytes(),
                                    **strategy_metrics}))
         return rows
+
+    def _bound_norms(self, rnd: int, valid: list[Message], rows: list[Row]) -> list[Message]:
+        """The replies of ``valid`` that ``federation.validation``'s norm bounds reject; each site's
+        row gets its ``update_norm``, and a rejected site's row says why (its state is kept: it trained)."""
+        bounds = self.cfg.federation.validation
+        row_of = {r.scope: r for r in rows}
+        norms = [update_norm(m.content.array_records[ARRAYS], self._sent.get(m.metadata.src_node_id, self.arrays))
+                 for m in valid]
+        rejected = []
+        for reply, norm, reason in zip(valid, norms, norm_rejections(norms, bounds.max_update_norm,
+                                                                     bounds.max_update_norm_factor)):
+            row = row_of[self._by_node[reply.metadata.src_node_id].name]
+            if reason is None:
+                row.values["update_norm"] = norm
+                continue
+            logger.warning("Round %d: update from %s rejected: %s", rnd, row.scope, reason)
+            row.values = {"rejected": 1, "reason": reason, "update_norm": norm}
+            rejected.append(reply)
+        return rejected
 
     # -- evaluation ----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedsilo.config.schema import StrategyName, StrategySection
+from fedsilo.config.federation_schema import StrategyName, StrategySection
 from fedsilo.federation.client_dp import wrap_client_dp
 from fedsilo.federation.messages import ARRAYS, METRICS, NUM_EXAMPLES, KeptArray
 from fedsilo.federation.robust import CenteredClipping

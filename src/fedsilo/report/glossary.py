@@ -36,6 +36,10 @@ _DEFINITIONS: list[tuple[str, str]] = [
                  "closer to held-out than to training images, which is not leakage either."),
     (r"auc", "Area under the ROC curve of a membership-inference attack: 0.5 = no leakage, 1 = members fully exposed."),
     (r"tpr", "True-positive rate of the attack at a fixed low false-positive rate: how many members are exposed with confidence."),
+    (r"sites_norm_rejected", "Sites whose update federation.validation's norm bound rejected this round (also "
+                             "counted in sites_rejected)."),
+    (r"update_norm", "L2 norm of a site's update (its trained minus the received weights), as federation.validation's "
+                     "norm bounds measure it."),
     (r"sites_(sampled|aggregated|rejected|dropped)", "Sites sampled this round, whose updates were aggregated, "
                                                      "rejected by validation, or that did not reply."),
     (r"^n$|_n$", "Number of evaluated samples."),
