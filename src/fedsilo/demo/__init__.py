@@ -23,7 +23,7 @@ from pathlib import Path
 from fedsilo.demo.claims import Claim, step_claims
 from fedsilo.demo.steps import CONFIGS, Step, demo_steps
 from fedsilo.fileio import atomic_write_text
-from fedsilo.report.html import Section, esc, img_file, markdown_tables, page, table
+from fedsilo.report.markup import Section, esc, fit_table, img_file, markdown_tables, page, table
 from fedsilo.run.folder import RunDir, RunDirError
 
 __all__ = ["CONFIGS", "Claim", "Step", "demo_steps", "run_demo"]
@@ -53,7 +53,7 @@ def _summary(folder: Path, tables: tuple[str, ...] = ()) -> str:
         run = RunDir.open(folder)
         header, body = scope_table(run, headline_columns(run, presenter_for(run.cfg)))
         glob = [r for r in body if r[0] == "global"]
-        return table(header, glob or body)
+        return fit_table(header, glob or body)
     return ""
 
 
@@ -61,8 +61,8 @@ def _claims_html(claims: list[Claim]) -> str:
     if not claims:
         return ""
     rows = [["shown" if c.holds else "NOT shown", c.statement, c.evidence] for c in claims]
-    return "<p>What this step claims, checked on its own test numbers:</p>" + table(
-        ["in this run", "claim", "measured"], rows)
+    return ("<p>What this step claims, checked on its own test numbers:</p><div class='kv'>"
+            + table(["in this run", "claim", "measured"], rows) + "</div>")
 
 
 def run_demo(out: str | Path, seed: int = 0, reduced: bool = False) -> Path:
