@@ -23,6 +23,7 @@ from fedsilo.config.privacy_schema import (
     PrivacySection,
     SecAggSection,
 )
+from fedsilo.config.simulation_schema import SimulationSection
 from fedsilo.registry import TASKS
 
 ModeName = Literal["federated", "centralised", "local"]
@@ -263,16 +264,6 @@ class EvalSection:
 
 
 @dataclass
-class SimulationSection:
-    cpus_per_site: float = param(
-        0.0,
-        "CPUs Ray reserves per simulated site; 0 = all CPUs, so sites run one at a time with the same "
-        "torch thread count as the local engine (which makes the two engines' weights bit-identical).",
-        ge=0.0,
-    )
-
-
-@dataclass
 class ExperimentConfig:
     """A whole experiment. Build it with :func:`fedsilo.config.load_config`."""
 
@@ -288,7 +279,9 @@ class ExperimentConfig:
     unet: UNetSection = section(UNetSection, "2D U-Net (task = segmentation).")
     augment: AugmentSection = section(AugmentSection, "Intensity augmentation options (task = segmentation).")
     eval: EvalSection = section(EvalSection, "Evaluation.")
-    simulation: SimulationSection = section(SimulationSection, "Flower simulation engine settings.")
+    simulation: SimulationSection = section(
+        SimulationSection, "Flower's simulation engine (experiment.engine = 'simulation'): which Ray cluster, and "
+                           "what each simulated site gets.")
     privacy: PrivacySection = section(PrivacySection, "Differential privacy in training (sample- or client-level).")
     audit: AuditSection = section(AuditSection, "Privacy audit of a finished run (`fedsilo audit RUN_DIR`).")
 
