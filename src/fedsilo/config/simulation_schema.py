@@ -34,8 +34,8 @@ class SimulationSection:
         "",
         "Ray cluster to run on: '' = a new Ray instance on this machine (stopped after the run); 'auto' = the "
         "cluster this machine belongs to (RAY_ADDRESS, or the last `ray start` here); 'host:port' = the head "
-        "node's GCS address that `ray start --head` prints; 'ray://host:port' = Ray Client (pip install "
-        "'ray[client]'). The run folder stays on this machine; every node needs the same fedsilo, Ray and Python.",
+        "node's GCS address that `ray start --head` prints; 'ray://host:port' = Ray Client (from outside "
+        "the cluster). The run folder stays on this machine; every node needs the same fedsilo, Ray and Python.",
     )
     cpus_per_site: float = param(
         0.0,
