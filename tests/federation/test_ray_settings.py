@@ -9,6 +9,7 @@ from fedsilo.config import ConfigError, config_from_dict
 from fedsilo.config.simulation_schema import SimulationSection, split_address
 from fedsilo.federation.ray_cluster import check_versions, init_error_message, init_kwargs, plan_sites
 from fedsilo.federation.simulation import actor_pool_limit, backend_config
+from fedsilo.run.folder import RunDir
 from fedsilo.seeding import resolve_device, visible_index
 
 
@@ -158,3 +159,14 @@ def test_auto_device_is_the_gpu_ray_assigned(monkeypatch):
     assert (visible_index(5, "5,6"), visible_index(6, "5, 6"), visible_index(4, None)) == (0, 1, 4)
     with pytest.raises(ValueError, match=r"GPU 7 assigned by Ray is not in CUDA_VISIBLE_DEVICES='0,1'"):
         visible_index(7, "0,1")
+
+
+def test_env_json_keeps_the_cluster_of_the_start_and_of_each_resume(tiny_cfg, tmp_path):
+    run = RunDir.create(tmp_path / "run", tiny_cfg(), "simulation")
+    run.record_cluster({"address": "auto", "nodes": 3})
+    assert run.read_env()["cluster"] == {"address": "auto", "nodes": 3}
+    run.record_resume(1, "simulation")
+    run.record_cluster({"address": "10.0.0.5:6379", "nodes": 1})
+    env = run.read_env()
+    assert env["cluster"] == {"address": "auto", "nodes": 3}
+    assert env["resumes"][0]["cluster"] == {"address": "10.0.0.5:6379", "nodes": 1}

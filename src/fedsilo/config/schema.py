@@ -60,7 +60,8 @@ class ExperimentSection:
         "(upper reference); local = each site trains alone (lower reference).",
     )
     seed: int = param(0, "Seed for every random choice (data, partition, init, sampling, training).", ge=0)
-    device: str = param("auto", "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")
+    device: str = param("auto", "Torch device: auto (CUDA when present, else CPU; a simulated site on Ray: the GPU "
+                                "Ray assigned it, see simulation.gpus_per_site), cpu, cuda, cuda:N or mps.")
     engine: EngineName = param(
         "local",
         "How federated rounds run: local = in-process Flower Grid (deterministic, no Ray); "
