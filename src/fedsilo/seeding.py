@@ -8,8 +8,10 @@ two engines (in-process and Ray) give bit-identical weights.
 
 from __future__ import annotations
 
+import os
 import secrets
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -93,14 +95,45 @@ def private_generator(base: int, *keys: int | str, reproducible: bool,
     return gen
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; other names are passed to ``torch.device``."""
+def resolve_device(name: str, assigned_gpus: Sequence[int | str] | None = None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; other names are passed to ``torch.device``.
+
+    Parameters
+    ----------
+    name
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``experiment.device``).
+    assigned_gpus
+        Inside a Ray actor, the GPU ids Ray assigned to it (``ray.get_gpu_ids()``; empty when the
+        site asked for none); None outside Ray. Then ``auto`` means the first assigned GPU, or the
+        CPU when none was assigned (even on a machine with GPUs: they belong to other sites).
+    """
     if name == "auto":
+        if assigned_gpus is not None:
+            if not assigned_gpus:
+                return torch.device("cpu")
+            return torch.device("cuda", visible_index(assigned_gpus[0], os.environ.get("CUDA_VISIBLE_DEVICES")))
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was requested but CUDA is not available")
     return device
+
+
+def visible_index(gpu_id: int | str, cuda_visible_devices: str | None) -> int:
+    """Torch's index of the physical GPU ``gpu_id`` given ``CUDA_VISIBLE_DEVICES``.
+
+    Ray normally narrows ``CUDA_VISIBLE_DEVICES`` to the actor's GPUs, so the first assigned GPU
+    is ``cuda:0``; when the variable is unset every GPU is visible under its own id.
+
+    >>> visible_index(3, "3"), visible_index(3, "1,3"), visible_index(3, None)
+    (0, 1, 3)
+    """
+    if cuda_visible_devices is None:
+        return int(gpu_id)
+    visible = [v.strip() for v in cuda_visible_devices.split(",") if v.strip()]
+    if str(gpu_id) not in visible:
+        raise ValueError(f"GPU {gpu_id!r} assigned by Ray is not in CUDA_VISIBLE_DEVICES={cuda_visible_devices!r}")
+    return visible.index(str(gpu_id))
 
 
 def seed_torch(seed: int, device: torch.device | str = "cpu") -> None:

@@ -78,6 +78,8 @@ def _type_name(tp: Any) -> str:
         return "table"
     if tp is type(None):
         return "none"
+    if tp is Any:
+        return "any"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -97,6 +99,8 @@ def _check_bounds(key: str, value: float, meta: Mapping[str, Any]) -> None:
 def _coerce(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     """Check ``value`` against type ``tp``; return it (ints widened to float where needed)."""
     origin = get_origin(tp)
+    if tp is Any:  # passed through as TOML gave it (e.g. simulation.ray_init_args)
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a table (section), got {value!r}")

@@ -23,6 +23,7 @@ from fedsilo.config.privacy_schema import (
     AuditSection,
     PrivacySection,
 )
+from fedsilo.config.simulation_schema import SimulationSection
 from fedsilo.registry import TASKS
 
 ModeName = Literal["federated", "centralised", "local"]
@@ -44,7 +45,8 @@ class ExperimentSection:
         "(upper reference); local = each site trains alone (lower reference).",
     )
     seed: int = param(0, "Seed for every random choice (data, partition, init, sampling, training).", ge=0)
-    device: str = param("auto", "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.")
+    device: str = param("auto", "Torch device: auto (CUDA when present, else CPU; a simulated site on Ray: the GPU "
+                                "Ray assigned it, see simulation.gpus_per_site), cpu, cuda, cuda:N or mps.")
     engine: EngineName = param(
         "local",
         "How federated rounds run: local = in-process Flower Grid (deterministic, no Ray); "
@@ -208,16 +210,6 @@ class EvalSection:
 
 
 @dataclass
-class SimulationSection:
-    cpus_per_site: float = param(
-        0.0,
-        "CPUs Ray reserves per simulated site; 0 = all CPUs, so sites run one at a time with the same "
-        "torch thread count as the local engine (which makes the two engines' weights bit-identical).",
-        ge=0.0,
-    )
-
-
-@dataclass
 class ExperimentConfig:
     """A whole experiment. Build it with :func:`fedsilo.config.load_config`."""
 
@@ -233,7 +225,9 @@ class ExperimentConfig:
     unet: UNetSection = section(UNetSection, "2D U-Net (task = segmentation).")
     augment: AugmentSection = section(AugmentSection, "Intensity augmentation options (task = segmentation).")
     eval: EvalSection = section(EvalSection, "Evaluation.")
-    simulation: SimulationSection = section(SimulationSection, "Flower simulation engine settings.")
+    simulation: SimulationSection = section(
+        SimulationSection, "Flower's simulation engine (experiment.engine = 'simulation'): which Ray cluster, and "
+                           "what each simulated site gets.")
     privacy: PrivacySection = section(PrivacySection, "Differential privacy in training (sample- or client-level).")
     audit: AuditSection = section(AuditSection, "Privacy audit of a finished run (`fedsilo audit RUN_DIR`).")
 

@@ -41,6 +41,7 @@ from fedsilo.federation.messages import (
     state_to_arrays,
 )
 from fedsilo.federation.poisoning import NODE_CONFIG_KEY, poison
+from fedsilo.federation.ray_cluster import ray_assigned_gpus
 from fedsilo.federation.secure import secure_mods
 from fedsilo.seeding import resolve_device
 from fedsilo.tasks import Task, TrainContext, make_task
@@ -96,7 +97,8 @@ def site_job(msg: Message, context: Context) -> SiteJob:
         else:
             index = int(node["partition-id"])
             site = task.site_data(index)
-        device = resolve_device(str(node.get("device", cfg.experiment.device)))
+        # in a Ray actor, "auto" is the GPU Ray assigned to this site (or the CPU when none was)
+        device = resolve_device(str(node.get("device", cfg.experiment.device)), ray_assigned_gpus())
         job = SiteJob(cfg, task, index, site, device)
         if len(_JOBS) >= 4096:
             _JOBS.clear()

@@ -4,7 +4,8 @@ Layout of a run folder::
 
     RUN_DIR/
       config.toml        resolved config (every key, defaults filled in)
-      env.json           package versions, git commit, seed, engine, start time, resumes
+      env.json           package versions, git commit, seed, engine, start time, resumes,
+                         the Ray cluster of a simulation
       metrics.jsonl      one JSON object per line: round, scope ("global" or a site), values
       checkpoints/
         latest.pt        global state after the last finished round (atomic replace)
@@ -267,6 +268,13 @@ class RunDir:
                 "git": git_commit(),
             }
         )
+        self.write_env(env)
+
+    def record_cluster(self, cluster: Mapping[str, Any]) -> None:
+        """Keep the Ray cluster a simulation runs on (in the latest resume entry when resumed)."""
+        env = self.read_env()
+        target = env["resumes"][-1] if env.get("resumes") else env
+        target["cluster"] = dict(cluster)
         self.write_env(env)
 
     # -- metrics -------------------------------------------------------------------------------

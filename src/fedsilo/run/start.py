@@ -7,8 +7,10 @@ afterwards (:func:`fedsilo.report.write_run_files`), as the CLI does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,6 +19,12 @@ from fedsilo.run.folder import RunDir, RunDirError, clear_unstarted, round_finis
 from fedsilo.run.load import warn_smoke_test
 from fedsilo.run.loop import run_rounds
 from fedsilo.run.tracking import check_tracking
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    from fedsilo.federation.ray_cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +48,17 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     check_tracking(cfg)
     _check_data(cfg)
     existed = Path(out).is_dir()
-    run = RunDir.create(out, cfg, engine)
-    try:
-        execute(run, engine, on_round_end)
-    except Exception as exc:
-        if not round_finished(run.path):
-            clear_unstarted(run.path, remove_folder=not existed)
-            exc.add_note(f"No round finished, so the run folder {run.path} was "
-                         f"{'emptied' if existed else 'removed'}; once the problem is fixed, run again "
-                         f"with the same --out.")
-        raise
+    with _cluster(cfg, engine) as cluster:  # joined and checked before the run folder exists
+        run = RunDir.create(out, cfg, engine)
+        try:
+            execute(run, engine, on_round_end, cluster)
+        except Exception as exc:
+            if not round_finished(run.path):
+                clear_unstarted(run.path, remove_folder=not existed)
+                exc.add_note(f"No round finished, so the run folder {run.path} was "
+                             f"{'emptied' if existed else 'removed'}; once the problem is fixed, run again "
+                             f"with the same --out.")
+            raise
     return run
 
 
@@ -71,8 +80,9 @@ def resume_run(path: str | Path, engine: str | None = None,
             raise RunDirError(f"run {str(path)!r} stopped early after round {done} ({stopped}); nothing to resume")
     try:
         _check_data(run.cfg)
-        run.record_resume(done, engine)
-        execute(run, engine, on_round_end)
+        with _cluster(run.cfg, engine) as cluster:
+            run.record_resume(done, engine)
+            execute(run, engine, on_round_end, cluster)
     except Exception as exc:
         if not round_finished(run.path):
             exc.add_note(f"No round finished in {run.path}; it holds no results. --resume reuses the config "
@@ -98,6 +108,21 @@ def _check_data(cfg: ExperimentConfig) -> None:
     make_task(cfg).federated_data()
 
 
+def _cluster(cfg: ExperimentConfig, engine: str) -> AbstractContextManager[Cluster | None]:
+    """The Ray cluster a federated simulation runs on (joined and checked), else nothing."""
+    if engine != "simulation" or cfg.experiment.mode == "centralised":
+        return nullcontext()
+    return _joined(cfg)
+
+
+@contextmanager
+def _joined(cfg: ExperimentConfig) -> Iterator[Cluster]:
+    from fedsilo.federation.ray_cluster import ray_cluster
+
+    with ray_cluster(cfg.simulation, cfg.federation.num_sites) as cluster:
+        yield cluster
+
+
 def _check_canaries(cfg: ExperimentConfig) -> None:
     """Fail before any work when ``privacy.canaries`` exceeds the private model's weights."""
     if not cfg.privacy.canaries:
@@ -117,8 +142,12 @@ def _check_engine(engine: str) -> None:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
-def execute(run: RunDir, engine: str, on_round_end: Callable[[int], None] | None = None) -> None:
-    """Run (or continue) the rounds of ``run`` with the engine its mode needs."""
+def execute(run: RunDir, engine: str, on_round_end: Callable[[int], None] | None = None,
+            cluster: Cluster | None = None) -> None:
+    """Run (or continue) the rounds of ``run`` with the engine its mode needs.
+
+    ``cluster``: the joined Ray cluster for the simulation engine (joined here when None).
+    """
     cfg = run.cfg
     if cfg.experiment.threads:
         torch.set_num_threads(cfg.experiment.threads)
@@ -139,7 +168,17 @@ def execute(run: RunDir, engine: str, on_round_end: Callable[[int], None] | None
         from fedsilo.federation.inprocess import run_inprocess
 
         run_inprocess(server_app, client_app, num_sites)
+    elif cluster is None:
+        with _joined(cfg) as joined:
+            _simulate(run, server_app, client_app, joined)
     else:
-        from fedsilo.federation.simulation import run_simulation_engine
+        _simulate(run, server_app, client_app, cluster)
 
-        run_simulation_engine(server_app, client_app, num_sites, cfg.simulation.cpus_per_site)
+
+def _simulate(run: RunDir, server_app: ServerApp, client_app: ClientApp, cluster: Cluster) -> None:
+    from fedsilo.federation.simulation import run_simulation_engine
+
+    record = cluster.record()
+    run.record_cluster(record)  # before the first round: where the sites run
+    record["actors"] = run_simulation_engine(server_app, client_app, run.cfg.federation.num_sites, cluster)
+    run.record_cluster(record)
