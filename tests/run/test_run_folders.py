@@ -237,7 +237,7 @@ def test_cli_failure_before_the_first_round_removes_the_folder_and_says_so(tiny_
     out = tmp_path / "run"
     real_execute = start.execute
 
-    def fails_in_round_1(run, engine, on_round_end=None):
+    def fails_in_round_1(run, engine, on_round_end=None, cluster=None):
         run.write_sites([{"name": "site-1"}])
         raise FederationError("site-2 failed in round 1")
 
@@ -277,7 +277,7 @@ def test_cli_resume_of_a_folder_without_a_finished_round_says_how_to_start_again
 def test_a_smoke_test_config_says_so_when_it_runs(tiny_cfg, tmp_path, monkeypatch, caplog, smoke):
     import fedsilo.run.start as start
 
-    monkeypatch.setattr(start, "execute", lambda run, engine, on_round_end=None: None)
+    monkeypatch.setattr(start, "execute", lambda run, engine, on_round_end=None, cluster=None: None)
     with caplog.at_level("WARNING", logger="fedsilo.run.load"):
         start.start_run(tiny_cfg(f"experiment.smoke_test={str(smoke).lower()}"), tmp_path / "run")
     warned = [r.getMessage() for r in caplog.records if "smoke test" in r.getMessage()]

@@ -46,9 +46,9 @@ def start_run(cfg: ExperimentConfig, out: str | Path, engine: str | None = None,
     warn_smoke_test(cfg, "its metrics")
     _check_canaries(cfg)
     check_tracking(cfg)
-    _check_data(cfg)
     existed = Path(out).is_dir()
-    with _cluster(cfg, engine) as cluster:  # joined and checked before the run folder exists
+    with _cluster(cfg, engine) as cluster:  # joined and checked before the data and the run folder
+        _check_data(cfg)
         run = RunDir.create(out, cfg, engine)
         try:
             execute(run, engine, on_round_end, cluster)
@@ -79,8 +79,8 @@ def resume_run(path: str | Path, engine: str | None = None,
         if stopped:
             raise RunDirError(f"run {str(path)!r} stopped early after round {done} ({stopped}); nothing to resume")
     try:
-        _check_data(run.cfg)
         with _cluster(run.cfg, engine) as cluster:
+            _check_data(run.cfg)
             run.record_resume(done, engine)
             execute(run, engine, on_round_end, cluster)
     except Exception as exc:
