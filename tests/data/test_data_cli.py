@@ -70,7 +70,6 @@ def test_a_folder_with_one_scan_and_its_label_map_is_read_as_a_pair(tmp_path, ca
     folder = _scan_and_labels(tmp_path / "totalseg")
     (vol,) = volumes_at(folder)
     assert (vol.patient_id, vol.modality) == ("ct", "ct")
-    assert vol.labels is not None
     assert np.count_nonzero(vol.labels == 1) == 4 * 4 * 2  # liver, mapped from TotalSegmentator's 5
     assert np.count_nonzero(vol.labels == 4) == 2 * 2 * 2  # spleen, from 1
     assert main(["data", "inspect", str(folder), "--preview", str(tmp_path / "p.png")]) == 0

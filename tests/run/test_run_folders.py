@@ -258,7 +258,8 @@ def test_cli_failure_before_the_first_round_removes_the_folder_and_says_so(tiny_
     assert main(["run", "--resume", str(out)]) == 2
     err = capsys.readouterr().err
     assert "site-2 failed in round 1" in err and "No round finished" not in err
-    assert (out / "checkpoints" / "latest.pt").exists()
+    kept = RunDir.open(out)
+    assert kept.load_checkpoint()["round"] == kept.cfg.federation.rounds  # the finished rounds are kept
 
 
 def test_cli_resume_of_a_folder_without_a_finished_round_says_how_to_start_again(tmp_path, capsys):
