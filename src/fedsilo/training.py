@@ -10,7 +10,9 @@ everything tasks share, so it is written once:
 - **batches**: shuffled batches, or Poisson batches under sample-level DP (every step is taken:
   an empty batch is a noise-only step, which the accountant counts like any other);
 - **optimisers**: one per phase of the task's step (:class:`~fedsilo.tasks.base.Phase`), fresh
-  each round (FedAvg's local SGD), at the round's scheduled learning rate;
+  each round (FedAvg's local SGD), at the round's scheduled learning rate; with
+  ``train.keep_optimizer_state`` their state (Adam moments, step counts) continues from the
+  site's previous round (kept in :attr:`~fedsilo.tasks.base.TrainContext.carry`);
 - **FedProx** (Li et al., MLSys 2020): ``mu / 2 ||w - w_global||^2`` in each phase's loss, or,
   under DP-SGD, its gradient added after the noise (post-processing);
 - **DP-SGD** (Abadi et al., CCS 2016; Opacus): the phase that reads data is clipped and noised,
@@ -64,6 +66,31 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainSection, lr: float)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+#: Key of the optimisers' states in :attr:`TrainContext.carry` (one per phase, in phase order).
+OPTIMIZERS = "optimizers"
+
+
+def restore_optimizers(optimizers: list[torch.optim.Optimizer], saved: list[dict[str, Any]] | None) -> None:
+    """Load the optimiser states of a site's previous round (``saved``, one per phase) into this
+    round's optimisers, keeping this round's scheduled learning rates (None = nothing saved yet).
+
+    Raises
+    ------
+    ValueError
+        When ``saved`` holds a different number of optimisers.
+    """
+    if not saved:
+        return
+    if len(saved) != len(optimizers):
+        raise ValueError(f"the site kept {len(saved)} optimiser state(s) but this round has {len(optimizers)} "
+                         f"phase(s); was the task's training changed between rounds?")
+    for opt, state in zip(optimizers, saved, strict=True):
+        lrs = [group["lr"] for group in opt.param_groups]
+        opt.load_state_dict(state)
+        for group, lr in zip(opt.param_groups, lrs, strict=True):
+            group["lr"] = lr
 
 
 def round_batches(n: int, cfg: TrainSection, generator: torch.Generator, batch_size: int | None = None,
@@ -216,6 +243,9 @@ class SiteRound:
         if len(readers) > 1:
             raise ValueError(f"task {task.name!r} has {len(readers)} phases that read data; DP-SGD privatises one")
         self.optimizers = [self._optimizer(p) for p in self.steps.phases]
+        self.carry = ctx.carry if cfg.train.keep_optimizer_state else None
+        if self.carry is not None:
+            restore_optimizers(self.optimizers, self.carry.get(OPTIMIZERS))
         self.anchors = [snapshot_params(p.module) if ctx.proximal_mu else None for p in self.steps.phases]
         self.private: PrivateTrainer | None = None
         if self.dp is not None and readers:
@@ -304,6 +334,8 @@ class SiteRound:
         if self.private is not None:
             self.private.close()
         metrics = {k: v / max(self.count, 1) for k, v in self.totals.items()}
+        if self.carry is not None:
+            self.carry[OPTIMIZERS] = [opt.state_dict() for opt in self.optimizers]
         if self.dp is not None:
             metrics.update(self.dp.finish())
         return TrainResult(metrics, num_examples=self.n)

@@ -16,6 +16,7 @@ from fedsilo.config.data_schema import (
     PartitionSection,
 )
 from fedsilo.config.federation_schema import FederationSection
+from fedsilo.config.gan_federation_schema import GanFederationSection, check_gan_federation
 from fedsilo.config.loader import ConfigError, param, section
 from fedsilo.config.privacy_schema import (
     CLIENT_DP_STRATEGIES,
@@ -95,9 +96,18 @@ class TrainSection:
         "cosine", "Learning rate over rounds: constant, or cosine decay from lr to lr * lr_final_factor."
     )
     lr_final_factor: float = param(0.05, "Last round's learning rate as a fraction of lr (cosine).", ge=0.0, le=1.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = param("adam", "Local optimiser (reset each round).")
+    optimizer: Literal["adam", "adamw", "sgd"] = param("adam", "Local optimiser (reset each round unless "
+                                                                "keep_optimizer_state).")
     momentum: float = param(0.9, "SGD momentum.", ge=0.0, lt=1.0)
     weight_decay: float = param(0.0, "Weight decay.", ge=0.0)
+    keep_optimizer_state: bool = param(
+        False,
+        "Each site keeps its optimisers' state (Adam moments and step counts of every network; a GAN's "
+        "generator and discriminator) from one round to its next instead of starting fresh (the learning-rate "
+        "schedule follows the round number either way). The state never travels: the site keeps it in memory "
+        "(Flower's Context.state) and in a file for resume: deployed sites in the folder their node config key "
+        "'site-state' names, simulated sites (local and simulation engines) in RUN_DIR/site-state/. A resumed "
+        "run then equals an uninterrupted one bit for bit. Centralised runs keep it in their checkpoint.")
 
 
 GanNorm = Literal["batch", "group", "instance", "none"]
@@ -129,6 +139,9 @@ class GanSection:
             "whose discriminator scores realism, and a DR-grade classifier whose features give FD/KID); cached.",
         ge=1)
     tstr_epochs: int = param(10, "Conditional runs: epochs of the train-on-synthetic classifier.", ge=1)
+    federation: GanFederationSection = section(
+        GanFederationSection, "How the generator and discriminator are federated (site-kept discriminator, "
+                              "server optimiser per network).")
 
 
 @dataclass
@@ -318,6 +331,7 @@ class ExperimentConfig:
             if size not in GAN_SIZES:
                 raise ConfigError(f"{where} must be one of {', '.join(map(str, GAN_SIZES))} for the DCGAN "
                                   f"(experiment.task = 'synthesis'), got {size}")
+            check_gan_federation(self.gan.federation, fed.strategy.name)
             if self.gan.conditional and self.data.source == "volumes":
                 raise ConfigError("gan.conditional needs graded fundus images; abdominal slices have no grade "
                                   "(data.source = 'volumes')")

@@ -43,6 +43,7 @@ from fedsilo.federation.messages import (
 from fedsilo.federation.poisoning import NODE_CONFIG_KEY, poison
 from fedsilo.federation.ray_cluster import ray_assigned_gpus
 from fedsilo.federation.secure import secure_mods
+from fedsilo.federation.site_memory import SiteMemory, begin_round, end_round, needs_memory
 from fedsilo.seeding import resolve_device
 from fedsilo.tasks import Task, TrainContext, make_task
 from fedsilo.training import train_site
@@ -139,6 +140,14 @@ def _model_from(job: SiteJob, msg: Message) -> torch.nn.Module:
     return model
 
 
+def _memory(job: SiteJob, msg: Message, context: Context) -> SiteMemory | None:
+    """The site's memory of this run, when the run keeps anything at the sites between rounds."""
+    if not needs_memory(job.cfg, job.task.site_kept_keys()):
+        return None
+    conf = msg.content.config_records[CONFIG]
+    return SiteMemory.for_site(context, conf, str(conf[CONFIG_TOML]), job.cfg.experiment.name, job.site.name)
+
+
 def _site_state(msg: Message) -> dict[str, Any]:
     record = msg.content.config_records.get(SITE_STATE)
     return dict(record) if record is not None else {}
@@ -168,27 +177,33 @@ def train(msg: Message, context: Context) -> Message:
     model = _model_from(job, msg)
     conf = msg.content.config_records[CONFIG]
     state = _site_state(msg)
+    rnd = int(conf.get("server-round", 0))
+    attack = str(context.node_config.get(NODE_CONFIG_KEY, ""))
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else None
+    memory = _memory(job, msg, context)
+    carry = begin_round(memory, model, rnd) if memory is not None else None
     ctx = TrainContext(
-        round=int(conf.get("server-round", 0)),
+        round=rnd,
         site_index=job.index,
         site_name=job.site.name,
         device=job.device,
         proximal_mu=float(conf.get("proximal-mu", 0.0)),
         config={k: v for k, v in conf.items() if k != CONFIG_TOML},
         site_state=state,
+        carry=carry,
     )
     ledger = PrivacyLedger.from_node_config(context.node_config)
     private = job.cfg.privacy.mode == "sample" and job.cfg.privacy.active
     if ledger is not None and private:
         ledger.reconcile(job.cfg.experiment.name, state, job.cfg.privacy.accountant)
-    attack = str(context.node_config.get(NODE_CONFIG_KEY, ""))
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else None
     start = time.perf_counter()
     result = train_site(job.task, model, job.site.train, ctx)
     if ledger is not None and private:
         ledger.record(job.cfg.experiment.name, ctx.site_state)  # before the reply leaves the site
     seconds = time.perf_counter() - start
     state = model.state_dict()
+    if memory is not None and carry is not None:  # kept at the site; kept arrays go back as they came
+        state = end_round(memory, rnd, carry, state, job.task.site_kept_keys(), msg.content.array_records[ARRAYS])
     if initial is not None:
         # robustness studies only (benchmarks/poisoning.py): see federation/poisoning.py
         state = poison(attack, state, initial)
@@ -206,6 +221,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Metrics of the received model on the site's validation split (``val_`` prefixed)."""
     job = site_job(msg, context)
     model = _model_from(job, msg)
+    memory = _memory(job, msg, context)
+    if memory is not None:  # the site's own kept arrays (e.g. its discriminator), as of this round
+        begin_round(memory, model, int(msg.content.config_records[CONFIG].get("server-round", 0)) + 1)
     metrics = job.task.evaluate_site(model, job.site.val, job.device)
     n = int(metrics.pop("n", len(job.site.val)))
     record = MetricRecord({NUM_EXAMPLES: n, **{f"val_{k}": float(v) for k, v in metrics.items()}})

@@ -41,6 +41,7 @@ from fedsilo.federation.messages import (
     state_to_arrays,
 )
 from fedsilo.federation.secure import apply_mean_update
+from fedsilo.federation.site_memory import needs_memory, simulated_dir_hint
 from fedsilo.federation.sites import UNREACHABLE, SiteInfo, describe_sites
 from fedsilo.federation.strategies import (
     LocalStateStrategy,
@@ -109,7 +110,9 @@ class FederatedRounds:
     # -- setup ---------------------------------------------------------------------------------
 
     def _config(self) -> ConfigRecord:
-        return ConfigRecord({CONFIG_TOML: self.config_text})
+        # simulated sites keep what they keep between rounds in RUN_DIR/site-state (site_memory)
+        hint = simulated_dir_hint(self.out_dir, needs_memory(self.cfg, self.task.site_kept_keys()))
+        return ConfigRecord({CONFIG_TOML: self.config_text, **hint})
 
     def setup(self) -> SiteTable:
         """Ask every node who it is; order sites; check a resumed run has its sites back.

@@ -99,7 +99,9 @@ def sites_per_round(num_sites: int, fraction: float, min_sites: int) -> int:
 
 def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
     """The configured strategy, wrapped to keep state local where the mode, strategy or task asks,
-    or for client-level differential privacy (``privacy.mode = "client"``).
+    or for client-level differential privacy (``privacy.mode = "client"``), and under the
+    server optimisers the task asks for per model part (:meth:`Task.server_optimisers`,
+    federated mode; outside the DP wrapper, inside the local-state one).
 
     Parameters
     ----------
@@ -108,6 +110,20 @@ def make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
     norm_keys
         State-dict keys of the model's normalisation layers (what FedBN keeps local).
     """
+    strategy = _make_strategy(task, norm_keys)
+    parts = task.server_optimisers() if task.cfg.experiment.mode == "federated" else {}
+    if not parts:
+        return strategy
+    from fedsilo.federation.server_opt import PerPartServerOpt
+
+    params = {k for k, p in task.build_model().named_parameters() if p.requires_grad}
+    if isinstance(strategy, LocalStateStrategy):
+        strategy.base = PerPartServerOpt(strategy.base, parts, params, task.cfg.federation.strategy)
+        return strategy
+    return PerPartServerOpt(strategy, parts, params, task.cfg.federation.strategy)
+
+
+def _make_strategy(task: Task, norm_keys: set[str]) -> Strategy:
     cfg = task.cfg
     fed = cfg.federation
     base = build_strategy(fed.strategy, fed.num_sites)

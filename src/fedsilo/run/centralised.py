@@ -65,6 +65,8 @@ class CentralisedRounds:
         self.pooled = self.task.pooled_train()
         #: state the pooled "site" keeps between rounds (e.g. a DP accountant), checkpointed
         self.site_state: dict[str, Any] = {}
+        #: what the pooled site keeps for itself between rounds (train.keep_optimizer_state), checkpointed
+        self.carry: dict[str, Any] = {}
 
     def setup(self) -> SiteTable:
         table = self.data.class_table
@@ -80,7 +82,7 @@ class CentralisedRounds:
             raise StopTraining(f"the pooled site may not train again: {done}")
         current().round_started(rnd, ["pooled"])
         ctx = TrainContext(round=rnd, site_index=0, site_name="pooled", device=self.device,
-                           site_state=self.site_state)
+                           site_state=self.site_state, carry=self.carry)
         result = train_site(self.train_task, self.model, self.pooled, ctx)
         return [Row("global", {"num-examples": result.num_examples, **result.metrics})]
 
@@ -104,11 +106,12 @@ class CentralisedRounds:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "site_state": dict(self.site_state)}
+                "site_state": dict(self.site_state), "carry": dict(self.carry)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.site_state = dict(state.get("site_state", {}))
+        self.carry = dict(state.get("carry", {}))
 
     def final_state(self) -> dict[str, Any]:
         return {"model": self.state_dict()["model"], "mode": "centralised", "site_state": dict(self.site_state)}

@@ -49,6 +49,10 @@ class TrainContext:
     generator
         Set by the training loop: the round's seeded generator, which draws the batch order
         and then each batch's random choices (flips, a GAN's latent codes), in that order.
+    carry
+        State the site keeps for itself from one of its rounds to its next and never sends (see
+        :mod:`fedsilo.federation.site_memory`); with ``train.keep_optimizer_state`` the training
+        loop restores its optimisers from it and stores them back. None = nothing is kept.
     private_batch_size
         Set by the training loop under sample-level DP: ``train.batch_size``, the nominal expected
         batch size, which a task uses for anything it adds per step that must depend neither on the
@@ -64,6 +68,7 @@ class TrainContext:
     site_state: dict[str, Any] = field(default_factory=dict)
     generator: torch.Generator | None = None
     private_batch_size: int | None = None
+    carry: dict[str, Any] | None = None
 
 
 #: What a phase's loss returns: the loss to minimise and the values to log for this batch
@@ -286,6 +291,17 @@ class Task(ABC):
         default) when everything is shared unless the strategy says otherwise.
         """
         return None
+
+    def site_kept_keys(self) -> frozenset[str]:
+        """State-dict keys whose arrays each site keeps for itself and never sends (its reply carries
+        the values it received); default none. E.g. a GAN's own discriminator."""
+        return frozenset()
+
+    def server_optimisers(self) -> dict[str, tuple[str, float]]:
+        """Server optimisers per part of the model: state-dict key prefix -> (``fedadam`` or
+        ``fedavgm``, server learning rate), applied to the aggregate of that part's parameters
+        (federated mode); default none."""
+        return {}
 
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """Optional per-evaluation files (sample grids, overlays) written into the run folder."""

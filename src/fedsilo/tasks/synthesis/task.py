@@ -31,6 +31,7 @@ from fedsilo.models.classifier import GradeCNN
 from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fedsilo.models.dcgan_transfer import adapt_state_dict
 from fedsilo.models.gan_losses import discriminator_row_loss, generator_loss
+from fedsilo.models.norms import norm_state_keys
 from fedsilo.seeding import derive_seed, torch_generator
 from fedsilo.tasks.base import InferenceSpec, LocalSteps, Phase, StepLoss, Task, TrainContext
 from fedsilo.tasks.synthesis.data import GanImages, SliceImages, all_images
@@ -58,6 +59,7 @@ class SynthesisTask(Task):
         super().__init__(cfg)
         self._refs: References | None = None
         self._fed: FederatedData[Any] | None = None
+        self._kept: frozenset[str] | None = None
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -131,6 +133,25 @@ class SynthesisTask(Task):
             for line in summary.lines():
                 logger.debug("%s: %s", part, line)
         return model.state_dict()
+
+    def site_kept_keys(self) -> frozenset[str]:
+        """``gan.federation.discriminator``: every discriminator array (local) or its normalisation
+        layers' (local_norm) stay at each site; none (shared)."""
+        if self._kept is None:
+            sharing = self.cfg.gan.federation.discriminator
+            d = self.build_model().discriminator
+            keys = set(d.state_dict()) if sharing == "local" else norm_state_keys(d) if sharing == "local_norm" else set()
+            if sharing == "local_norm" and not keys:
+                logger.warning("gan.federation.discriminator = 'local_norm' but the discriminator has no normalisation "
+                               "layers (gan.norm = %r): it is shared", self.cfg.gan.norm)
+            self._kept = frozenset(f"discriminator.{k}" for k in keys)
+        return self._kept
+
+    def server_optimisers(self) -> dict[str, tuple[str, float]]:
+        """``gan.federation.server_opt_g`` / ``server_opt_d`` with their learning rates."""
+        f = self.cfg.gan.federation
+        parts = {"generator.": (f.server_opt_g, f.server_lr_g), "discriminator.": (f.server_opt_d, f.server_lr_d)}
+        return {prefix: opt for prefix, opt in parts.items() if opt[0] != "none"}
 
     # -- data ----------------------------------------------------------------------------------
 
