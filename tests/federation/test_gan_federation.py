@@ -245,3 +245,11 @@ def test_resume_equals_an_uninterrupted_run_with_site_kept_state(tmp_path, monke
         for ox, oy in zip(x[OPTIMIZERS], y[OPTIMIZERS], strict=True):
             for i in ox["state"]:
                 assert all(torch.equal(ox["state"][i][n], oy["state"][i][n]) for n in ox["state"][i])
+
+
+def test_the_centralised_reference_keeps_its_optimiser_state_in_its_checkpoint(tmp_path):
+    run = start_run(gan_config("train.keep_optimizer_state=true", "federation.eval_every=5", mode="centralised"),
+                    tmp_path / "run")
+    carry = run.load_checkpoint()["executor"]["carry"]
+    steps = run.cfg.train.local_steps * run.cfg.federation.num_sites  # the pooled round's steps
+    assert [opt["state"][0]["step"].item() for opt in carry[OPTIMIZERS]] == [2 * steps, 2 * steps]

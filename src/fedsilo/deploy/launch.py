@@ -69,10 +69,13 @@ def superlink_command(certs: Path, host: str, port: int, database: Path) -> list
 def supernode_command(bundle: SiteBundle, superlink: str, data: Path, port: int, ledger: Path | None = None,
                       max_epsilon: float = 0.0) -> list[str]:
     """The ``flower-supernode`` command line for one site; its privacy ledger lives in ``ledger``
-    (default: ``privacy-ledger/`` beside the site's private key)."""
+    (default: ``privacy-ledger/`` beside the site's private key), and what it keeps between rounds
+    (optimiser state, its own discriminator: :mod:`fedsilo.federation.site_memory`) in ``site-state/`` there."""
     ledger = ledger or bundle.private_key.parent / "privacy-ledger"
     node_config = (f'data-path="{data}" site-name="{bundle.name}" site-index={bundle.index} '
-                   f'privacy-ledger="{Path(ledger).resolve()}"' + (f" max-epsilon={float(max_epsilon)}" if max_epsilon else ""))
+                   f'privacy-ledger="{Path(ledger).resolve()}" '
+                   f'site-state="{(bundle.private_key.parent / "site-state").resolve()}"'
+                   + (f" max-epsilon={float(max_epsilon)}" if max_epsilon else ""))
     return [_exe("flower-supernode"), "--root-certificates", str(bundle.ca_cert), "--superlink", superlink,
             "--auth-supernode-private-key", str(bundle.private_key), "--node-config", node_config,
             "--port", str(port)]

@@ -24,7 +24,13 @@ def gan(ctx: AuditContext) -> AuditOutcome:
     xm, ym = all_images(members)
     xn, yn = all_images(nonmembers)
     conditional = ctx.cfg.gan.conditional
-    outcome = gan_outcome(ctx, ctx.model.generator, ctx.model.discriminator, xm, xn,
+    # a discriminator whose arrays stay at the sites (gan.federation.discriminator) is not in the run's model
+    site_kept = bool(ctx.task.site_kept_keys())
+    outcome = gan_outcome(ctx, ctx.model.generator, None if site_kept else ctx.model.discriminator, xm, xn,
                           member_labels=ym if conditional else None, nonmember_labels=yn if conditional else None)
     outcome.notes.append(f"Members: the sites' training images; non-members: {source} (never trained on).")
+    if site_kept:
+        outcome.notes.append(f"LOGAN skipped: gan.federation.discriminator = {ctx.cfg.gan.federation.discriminator!r} "
+                             f"keeps the trained discriminator (or its normalisation) at the sites; the run's "
+                             f"discriminator is not a trained network.")
     return outcome
