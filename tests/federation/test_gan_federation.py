@@ -253,3 +253,38 @@ def test_the_centralised_reference_keeps_its_optimiser_state_in_its_checkpoint(t
     carry = run.load_checkpoint()["executor"]["carry"]
     steps = run.cfg.train.local_steps * run.cfg.federation.num_sites  # the pooled round's steps
     assert [opt["state"][0]["step"].item() for opt in carry[OPTIMIZERS]] == [2 * steps, 2 * steps]
+
+
+def test_site_kept_state_and_a_server_optimiser_run_under_secure_aggregation(tmp_path):
+    """The kept discriminator goes back unchanged (a zero update in the masked sum) and the
+    generator's server step acts on the secure mean: as without secure aggregation, within
+    SecAgg+'s quantisation error."""
+    options = ("federation.rounds=1", "federation.eval_every=5", "train.keep_optimizer_state=true",
+               "gan.federation.discriminator=local", "gan.federation.server_opt_g=fedavgm")
+    plain = torch.load(start_run(gan_config(*options), tmp_path / "plain").final_path, weights_only=False)["model"]
+    cfg = gan_config(*options, "federation.secure_aggregation=true")
+    secure = start_run(cfg, tmp_path / "secure")
+    masked = torch.load(secure.final_path, weights_only=False)["model"]
+    s = cfg.federation.secagg
+    bound = cfg.federation.num_sites * 2 * s.clipping_range / s.quantization_range
+    init = make_task(cfg).initial_state()
+    for k, a in plain.items():
+        if a.is_floating_point():
+            assert (a.double() - masked[k].double()).abs().max().item() <= bound + 1e-6, k
+            if k.startswith("discriminator."):
+                assert (masked[k].double() - init[k].double()).abs().max().item() <= bound + 1e-6, k
+    assert sorted(_site_states(secure.path, "site-1")) == [1]
+
+
+@pytest.mark.slow
+def test_simulated_sites_on_ray_keep_their_state_as_the_local_engine_does(tmp_path):
+    cfg = gan_config("federation.eval_every=5", "train.keep_optimizer_state=true",
+                     "gan.federation.discriminator=local")
+    local = start_run(cfg, tmp_path / "local", "local")
+    sim = start_run(cfg, tmp_path / "sim", "simulation")
+    a = torch.load(local.final_path, weights_only=False)["model"]
+    b = torch.load(sim.final_path, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x, y = _site_states(local.path, "site-2")[2], _site_states(sim.path, "site-2")[2]
+    assert all(torch.equal(x[KEPT_ARRAYS][k], y[KEPT_ARRAYS][k]) for k in x[KEPT_ARRAYS])
+    assert x[OPTIMIZERS][1]["state"][0]["step"].item() == 2 * cfg.train.local_steps

@@ -221,7 +221,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Metrics of the received model on the site's validation split (``val_`` prefixed)."""
     job = site_job(msg, context)
     model = _model_from(job, msg)
-    memory = _memory(job, msg, context)
+    memory = _memory(job, msg, context) if job.task.site_kept_keys() else None
     if memory is not None:  # the site's own kept arrays (e.g. its discriminator), as of this round
         begin_round(memory, model, int(msg.content.config_records[CONFIG].get("server-round", 0)) + 1)
     metrics = job.task.evaluate_site(model, job.site.val, job.device)
