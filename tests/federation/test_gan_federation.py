@@ -196,6 +196,13 @@ def test_a_site_keeps_its_own_discriminator_and_only_the_generator_is_averaged(t
     assert set(own["site-1"]) == {k for k in final if k.startswith("discriminator.")}
     assert any(not torch.equal(own["site-1"][k], init[k]) for k in d_keys)  # it trained at the site
     assert any(not torch.equal(own["site-1"][k], own["site-2"][k]) for k in d_keys)  # each its own
+    # a site evaluates with its own discriminator
+    task = make_task(run.cfg)
+    model = task.build_model()
+    model.load_state_dict({**final, **own["site-2"]})
+    expected = task.evaluate_site(model, task.site_data(1).val, torch.device("cpu"))
+    logged = [r for r in run.read_metrics() if r["scope"] == "site-2" and r["round"] == 2 and "val_d_real" in r]
+    assert logged and logged[0]["val_d_real"] == pytest.approx(expected["d_real"], rel=1e-5)
 
 
 def test_local_discriminator_norms_and_a_server_optimiser_per_network(tmp_path):
