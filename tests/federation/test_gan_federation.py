@@ -295,3 +295,24 @@ def test_simulated_sites_on_ray_keep_their_state_as_the_local_engine_does(tmp_pa
     x, y = _site_states(local.path, "site-2")[2], _site_states(sim.path, "site-2")[2]
     assert all(torch.equal(x[KEPT_ARRAYS][k], y[KEPT_ARRAYS][k]) for k in x[KEPT_ARRAYS])
     assert x[OPTIMIZERS][1]["state"][0]["step"].item() == 2 * cfg.train.local_steps
+
+
+def test_privacy_modes_compose_with_the_federation_options(tmp_path):
+    # sample-level DP: the private discriminator's optimiser (its moments are post-processing of
+    # noised gradients) continues at its site as the generator's does
+    dp = start_run(gan_config("privacy.mode=sample", "privacy.noise_multiplier=1.0", "federation.eval_every=5",
+                              "train.keep_optimizer_state=true", "gan.federation.discriminator=local"),
+                   tmp_path / "sample")
+    steps = dp.cfg.train.local_steps
+    state = _site_states(dp.path, "site-1")[2]
+    assert [o["state"][0]["step"].item() for o in state[OPTIMIZERS]] == [2 * steps, 2 * steps]
+    assert next(r for r in dp.read_metrics() if r["scope"] == "site-1" and r["round"] == 2)["train_epsilon"] > 0
+    # client-level DP: the server step acts on the noised mean (the DP wrapper sits inside it)
+    # (group norm: the mechanism noises every float array, and a noised batch-norm variance can turn negative)
+    client = start_run(gan_config("privacy.mode=client", "privacy.noise_multiplier=0.1", "privacy.clipping_norm=1.0",
+                                  "gan.norm=group",
+                                  "federation.rounds=1", "federation.eval_every=5",
+                                  "gan.federation.server_opt_g=fedadam"), tmp_path / "client")
+    strategy = client.load_checkpoint()["executor"]["strategy"]
+    assert "opt_generator" in strategy and "history" in strategy["base"]["__strategy__"]  # over the DP wrapper
+    assert any("privacy_epsilon" in r for r in client.read_metrics())
