@@ -11,7 +11,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.app.message_type import MessageType
 
 from fedsilo.config import ConfigError
-from fedsilo.federation.client_dp import build_dp_wrapper, client_clipping_mod, client_dp_noise
+from fedsilo.federation.client_dp import (
+    build_dp_wrapper,
+    clamp_norm_variances,
+    client_clipping_mod,
+    client_dp_noise,
+)
 from fedsilo.federation.messages import ARRAYS, CONFIG, METRICS
 from fedsilo.privacy.accounting import epsilon_for
 from fedsilo.rounds import FederationError
@@ -104,6 +109,29 @@ def test_client_level_dp_reports_epsilon_over_rounds(tiny_cfg, tmp_path):
     assert eps == pytest.approx([epsilon_for(2.0, 1.0, t, 1e-5) for t in (1, 2, 3)])
     state = torch.load(run.path / "checkpoints/latest.pt", weights_only=False)["executor"]["strategy"]
     assert state["history"] == [(2.0, 1.0, 3)]  # the accountant is checkpointed with the strategy
+
+
+def test_noised_batchnorm_variances_are_clamped_at_zero_and_nothing_else_changes():
+    record = ArrayRecord({"bn.running_var": Array(np.array([-0.5, 0.2], dtype=np.float32)),
+                          "bn.weight": Array(np.array([-1.0, 2.0], dtype=np.float32))})
+    out = clamp_norm_variances(record)
+    np.testing.assert_array_equal(out["bn.running_var"].numpy(), np.array([0.0, 0.2], dtype=np.float32))
+    np.testing.assert_array_equal(out["bn.weight"].numpy(), np.array([-1.0, 2.0], dtype=np.float32))
+
+
+def test_client_level_dp_on_a_batchnorm_model_releases_valid_variances(tiny_cfg, tmp_path):
+    # noise sigma C / m = 20 on variances near 1: without the clamp about half of them are negative
+    # and the model's outputs NaN (the bug a batch-norm FedGAN under client-level DP hit)
+    cfg = tiny_cfg("privacy.mode=client", "privacy.noise_multiplier=40.0", "privacy.clipping_norm=1.0",
+                   "privacy.reproducible_noise=true", "federation.rounds=1")
+    run = start_run(cfg, tmp_path / "run")
+    final = torch.load(run.path / "final.pt", weights_only=False)
+    state = final.get("model", final) if isinstance(final, dict) else final
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    assert variances, "the tiny classifier has batch norm"
+    flat = torch.cat([v.flatten() for v in variances])
+    assert bool((flat >= 0).all()) and bool((flat == 0).any())  # clamped, not merely lucky
+    assert all(np.isfinite(r["test_loss"]) for r in _rows(run.path) if "test_loss" in r)
 
 
 def test_client_level_budget_stops_the_run(tiny_cfg, tmp_path):

@@ -79,6 +79,29 @@ def _float_arrays(record: ArrayRecord) -> ArrayRecord:
     return out
 
 
+def clamp_norm_variances(record: ArrayRecord) -> ArrayRecord:
+    """Noised normalisation statistics made valid again: running variances clamped at 0.
+
+    DP-FedAvg noises every array of the average, BatchNorm's ``running_var`` included, and a
+    variance near 0 plus noise can turn negative: ``sqrt(var + eps)`` is then NaN and the model
+    (a batch-norm GAN's generator most of all) outputs NaN. Clamping is post-processing of the
+    noised release, so it costs no privacy (Dwork & Roth 2014, Prop. 2.1).
+
+    Parameters
+    ----------
+    record
+        The aggregate; arrays named ``*running_var`` are clamped, the others kept as they are.
+    """
+    out = ArrayRecord()
+    for k, v in record.items():
+        if k.endswith("running_var"):
+            a = v.numpy()
+            if (a < 0).any():
+                v = KeptArray(np.maximum(a, 0).astype(a.dtype))
+        out[k] = v
+    return out
+
+
 def build_dp_wrapper(base: Strategy, privacy: PrivacySection, noise_multiplier: float, sites_per_round: int) -> Strategy:
     """Flower's DP wrapper chosen by ``privacy.clipping`` (fixed/adaptive) and ``privacy.clipping_side``."""
     side, kind = privacy.clipping_side, privacy.clipping
@@ -195,6 +218,7 @@ class AccountedClientDP(Strategy):
             acc.step(effective, self.sample_rate, 1)
             self.history = acc.history
             out["privacy_epsilon"] = acc.epsilon(self.delta)
+            arrays = clamp_norm_variances(arrays)
         out["privacy_noise_multiplier"] = self.noise_multiplier
         out["privacy_clipping_norm"] = float(self.dp.clipping_norm)
         out["privacy_delta"] = self.delta
