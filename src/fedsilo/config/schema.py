@@ -124,9 +124,10 @@ class GanSection:
     pretrained: str = param(
         "", "A finished GAN run folder (e.g. CT pre-training) whose generator and discriminator initialise "
             "this run, adapted to its channels and resolution ('' = DCGAN initialisation). Works with "
-            "privacy.mode = 'sample' as a public-data warm start (the source run's images count as public: epsilon covers only this "
-            "run's sites; the discriminator's batch norms become group norms: scales copied, running statistics "
-            "dropped) and with a smaller discriminator (gan.d_width, gan.d_blocks: matching layers copied).")
+            "privacy.mode = 'sample' as a public-data warm start (the source run's images count as public: "
+            "epsilon covers only this run's sites; the discriminator's batch norms become group norms: "
+            "scales copied, running statistics dropped) and with a smaller discriminator (gan.d_width, "
+            "gan.d_blocks: matching layers copied).")
     eval_samples: int = param(1000, "Generated images per evaluation (realism, FD, KID, precision/recall).", ge=10)
     reference_epochs: int = param(
         20, "Epochs of the reference networks trained centrally on the pooled real training images (a GAN "
