@@ -147,3 +147,12 @@ def test_a_small_dp_discriminator_starts_from_ct_pretraining(tmp_path):
     assert final_rows(run)["site-1"]["train_epsilon"] > 0
     d = load_trained(run.path).model.discriminator
     assert len(d.blocks) == 0 and sum(p.numel() for p in d.parameters()) < 3000
+
+
+def test_reference_networks_ignore_the_discriminator_options_under_study():
+    """Runs that differ only in spectral norm or depth are scored by the same reference discriminator."""
+    plain = make_task(gan_config("gan.norm=none")).make_pair().discriminator.state_dict()
+    task = make_task(gan_config("gan.norm=none", "gan.spectral_norm=true", "gan.d_blocks=0"))
+    ref = task.make_pair(reference=True).discriminator.state_dict()
+    assert ref.keys() == plain.keys() and all(torch.equal(ref[k], plain[k]) for k in ref)
+    assert "stem.0.parametrizations.weight.original" in task.make_pair().discriminator.state_dict()

@@ -79,14 +79,19 @@ class SynthesisTask(Task):
             return 1, d.volume.size, d.volume.size
         return (1 if d.preprocess.grayscale else 3), d.image_size, d.image_size
 
-    def make_pair(self) -> GANPair:
+    def make_pair(self, reference: bool = False) -> GANPair:
+        """The GAN of this run; with ``reference`` the scoring GAN of
+        :mod:`~fedsilo.tasks.synthesis.references`, without the discriminator options under study
+        (``gan.spectral_norm``, ``gan.d_blocks``), so that runs that differ only in them are
+        scored by the same reference networks."""
         g, seed = self.cfg.gan, self.cfg.experiment.seed
         c, size, _ = self.image_shape
         classes = NUM_GRADES if g.conditional else 0
         return GANPair(
             DCGANGenerator(size, c, g.latent_dim, g.g_width, g.norm, classes, seed=derive_seed(seed, "init-g")),
             DCGANDiscriminator(size, c, g.d_width, g.norm, classes, seed=derive_seed(seed, "init-d"),
-                               blocks=None if g.d_blocks < 0 else g.d_blocks, spectral_norm=g.spectral_norm),
+                               blocks=None if g.d_blocks < 0 or reference else g.d_blocks,
+                               spectral_norm=g.spectral_norm and not reference),
         )
 
     def weight_average(self) -> WeightEMA:
