@@ -111,6 +111,7 @@ class TrainSection:
 
 
 GanNorm = Literal["batch", "group", "instance", "none"]
+DiffAugmentPolicy = Literal["color", "translation", "cutout"]
 GAN_SIZES = (28, 32, 64, 128)
 
 
@@ -132,13 +133,35 @@ class GanSection:
     d_steps: int = param(1, "Discriminator steps per generator step.", ge=1, le=10)
     pretrained: str = param(
         "", "A finished GAN run folder (e.g. CT pre-training) whose generator and discriminator initialise "
-            "this run, adapted to its channels and resolution ('' = DCGAN initialisation).")
+            "this run, adapted to its channels and resolution ('' = DCGAN initialisation). Works with "
+            "privacy.mode = 'sample' as a public-data warm start (the source run's images count as public: "
+            "epsilon covers only this run's sites; the discriminator's batch norms become group norms: "
+            "scales copied, running statistics dropped) and with a smaller discriminator (gan.d_width, "
+            "gan.d_blocks: matching layers copied).")
     eval_samples: int = param(1000, "Generated images per evaluation (realism, FD, KID, precision/recall).", ge=10)
     reference_epochs: int = param(
         20, "Epochs of the reference networks trained centrally on the pooled real training images (a GAN "
             "whose discriminator scores realism, and a DR-grade classifier whose features give FD/KID); cached.",
         ge=1)
     tstr_epochs: int = param(10, "Conditional runs: epochs of the train-on-synthetic classifier.", ge=1)
+    ema_decay: float = param(
+        0.0, "Exponential moving average of the generator (Karras et al., ICLR 2018; Yazici et al., ICLR 2019), "
+             "kept by the coordinator (or the centralised trainer) over the global generators, once per round: "
+             "ema = decay * ema + (1 - decay) * G_round, started at round 1; evaluation, sample grids, final.pt, "
+             "`fedsilo sample` and `export` use it (final.pt keeps the raw weights as model_raw), sites keep "
+             "training the raw aggregate; the decay is per round, so choose it for the number of rounds "
+             "(0 = off; ignored in experiment.mode = 'local').", ge=0.0, lt=1.0)
+    diffaugment: list[DiffAugmentPolicy] = param(
+        [], "DiffAugment (Zhao et al., NeurIPS 2020): differentiable colour, translation (1/8 of the side) and "
+            "cutout (half the side) transforms, drawn per image, applied to real and generated images before "
+            "every discriminator call of site training, in the order listed ([] = off).")
+    spectral_norm: bool = param(
+        False, "Spectral normalisation of every discriminator weight (Miyato et al., ICLR 2018; the projection "
+               "embedding too). Not with privacy.mode = 'sample': Opacus has no per-sample gradients for it.")
+    d_blocks: int = param(
+        -1, "Stride-2 blocks of the discriminator between stem and head (-1 = DCGAN's for the image size: 1 at "
+            "28 px, 2 at 32, 3 at 64, 4 at 128); fewer gives a smaller discriminator (its head covers the larger "
+            "map), e.g. for DP-SGD, whose noise grows with the number of weights.", ge=-1, le=4)
     federation: GanFederationSection = section(
         GanFederationSection, "How the generator and discriminator are federated (site-kept discriminator, "
                               "server optimiser per network).")
@@ -272,6 +295,18 @@ class ExperimentConfig:
                               "federation.secure_aggregation = true: the coordinator only sees masked updates and "
                               "their sum; bound each update at its site with federation.secagg.clipping_range")
 
+    def _check_gan(self, size: int) -> None:
+        gan = self.gan
+        if gan.spectral_norm and self.privacy.mode == "sample":
+            raise ConfigError("gan.spectral_norm cannot be combined with privacy.mode = 'sample': Opacus computes no "
+                              "per-sample gradients through the spectral-norm parametrisation (its power-iteration "
+                              "buffers); use a small discriminator (gan.d_width, gan.d_blocks) for DP instead")
+        full = 1 if size == 28 else (size // 4).bit_length() - 2
+        if gan.d_blocks > full:
+            raise ConfigError(f"gan.d_blocks must be <= {full} at {size} px (DCGAN's depth), got {gan.d_blocks}")
+        if len(set(gan.diffaugment)) != len(gan.diffaugment):
+            raise ConfigError(f"gan.diffaugment lists a policy twice: {gan.diffaugment}")
+
     def validate(self, prefix: str = "") -> None:
         fed, part = self.federation, self.partition
         if fed.min_sites > fed.num_sites:
@@ -335,6 +370,7 @@ class ExperimentConfig:
             if self.gan.conditional and self.data.source == "volumes":
                 raise ConfigError("gan.conditional needs graded fundus images; abdominal slices have no grade "
                                   "(data.source = 'volumes')")
+            self._check_gan(size)
         if self.privacy.canaries and self.privacy.mode != "sample":
             # (with epsilon = inf, the non-private point of a sweep, there is no DP-SGD to audit: no canaries)
             raise ConfigError(f"privacy.canaries audits DP-SGD: it needs privacy.mode = 'sample', got "

@@ -94,6 +94,7 @@ class FederatedRounds:
         self.arrays: ArrayRecord = state_to_arrays(initial)
         self.template = describe_template(arrays_to_numpy(self.arrays))
         self.strategy = make_strategy(self.task, norm_state_keys(self.task.build_model()))
+        self.ema = self.task.weight_average()  # what is evaluated and released (e.g. a GAN generator's EMA)
         self.config_text = dumps(cfg)
         self.sites: list[SiteInfo] = []
         self.site_state: dict[str, dict[str, Any]] = {}
@@ -222,11 +223,12 @@ class FederatedRounds:
         total = sum(int(r.content.metric_records[METRICS][NUM_EXAMPLES]) for r in replies)
         return replies, apply_mean_update(self.arrays, result.mean_update, total, len(replies))
 
-    def _configure(self, fn: Callable[..., Iterable[Message]], rnd: int, sites: list[SiteInfo]) -> list[Message]:
+    def _configure(self, fn: Callable[..., Iterable[Message]], rnd: int, sites: list[SiteInfo],
+                   arrays: ArrayRecord | None = None) -> list[Message]:
         # Flower's strategies shuffle the nodes they are given with the global `random`; seed it
         # so message order (not results: replies are sorted) is reproducible too.
         random.seed(derive_seed(self.cfg.experiment.seed, "configure", rnd))
-        msgs = fn(rnd, self.arrays, self._config(), SubsetGrid(self.grid, [s.node_id for s in sites]))
+        msgs = fn(rnd, arrays or self.arrays, self._config(), SubsetGrid(self.grid, [s.node_id for s in sites]))
         # Strategies share one RecordDict among messages; give each its own before adding site state.
         return [Message(RecordDict(dict(m.content.items())), dst_node_id=m.metadata.dst_node_id,
                         message_type=m.metadata.message_type) for m in msgs]
@@ -286,6 +288,7 @@ class FederatedRounds:
         if arrays is None:
             raise FederationError(f"round {rnd}: the strategy produced no aggregate")
         self.arrays = cast_like(arrays, {k: np.empty(0, dtype=d) for k, (_, d) in self.template.items()})
+        self.ema.update(arrays_to_state(self.arrays))
         # strategies report round-level privacy numbers (client-level epsilon) as privacy_* metrics
         strategy_metrics = {k: v for k, v in (agg or {}).items() if k.startswith("privacy_")}
         rows.append(Row("global", {"sites_sampled": len(sampled), "sites_aggregated": len(valid),
@@ -345,7 +348,7 @@ class FederatedRounds:
                     m = self.task.evaluate(self._model(arrays), test, self.device)
                     rows.append(Row(group, {f"test_{k}": v for k, v in m.items()}))
             if self.cfg.experiment.mode != "local":
-                model = self._model(self.arrays)
+                model = self.ema.apply_to(self._model(self.arrays))
                 m = self.task.evaluate(model, test, self.device)
                 rows.append(Row("global", {f"test_{k}": v for k, v in m.items()}))
                 self.task.round_artifacts(model, rnd, self.out_dir, self.device)
@@ -354,7 +357,8 @@ class FederatedRounds:
     def _evaluate_sites(self, rnd: int) -> list[Row]:
         rows: list[Row] = []
         good = []
-        for reply in self._send(self._configure(self.strategy.configure_evaluate, rnd, self.sites)):
+        released = state_to_arrays(self.ema.released(arrays_to_state(self.arrays))) if self.ema.active else None
+        for reply in self._send(self._configure(self.strategy.configure_evaluate, rnd, self.sites, released)):
             site = self._by_node.get(reply.metadata.src_node_id)
             if site is None:
                 continue
@@ -375,15 +379,16 @@ class FederatedRounds:
 
     def state_dict(self) -> dict[str, Any]:
         return {"arrays": dict(arrays_to_numpy(self.arrays)), "strategy": strategy_state(self.strategy),
-                "site_state": dict(self.site_state)}
+                "site_state": dict(self.site_state), "ema": self.ema.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.arrays = state_to_arrays(state["arrays"])
+        self.ema.load_state_dict(state.get("ema"))
         load_strategy_state(self.strategy, state["strategy"])
         self.site_state = dict(state.get("site_state", {}))
 
     def final_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": arrays_to_state(self.arrays), "mode": self.cfg.experiment.mode}
+        out: dict[str, Any] = {**self.ema.final(arrays_to_state(self.arrays)), "mode": self.cfg.experiment.mode}
         if isinstance(self.strategy, LocalStateStrategy):
             out["site_models"] = {s.name: arrays_to_state(self.strategy.personalised(self.arrays, self.group_of(s)))
                                   for s in self.sites}

@@ -140,6 +140,8 @@ def _provenance(trained: Any, n: int, grade: int | None, seed: int, label_source
         "experiment": cfg.experiment.name,
         "round": trained.round,
         "model": f"site {trained.site}'s generator" if trained.site else "global generator",
+        "generator_weights": (f"exponential moving average over rounds (gan.ema_decay = {trained.state['ema_decay']})"
+                              if "ema_decay" in trained.state and not trained.site else "as trained"),
         "mode": cfg.experiment.mode,
         "sites": [{k: s.get(k) for k in ("name", "num_train")} for s in run.read_sites()],
         "privacy": privacy,

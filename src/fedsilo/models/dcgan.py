@@ -23,6 +23,8 @@ shapes of their image-side layers; :mod:`fedsilo.models.dcgan_transfer` relies o
 Normalisation is selectable per network (``"batch"`` as in DCGAN, ``"group"``, ``"instance"`` or
 ``"none"``): Opacus' DP-SGD rejects BatchNorm, so a discriminator trained with DP-SGD uses
 ``"group"`` or ``"none"``. Layers followed by a normalisation have no bias; the others do.
+The discriminator may be shallower than the table (``blocks``) and spectrally normalised
+(``spectral_norm``; its weights are then stored as ``<layer>.parametrizations.weight.original``).
 
 With ``num_classes > 0`` both networks are class-conditional (e.g. DR grade 0-4): the generator
 concatenates a learnt label embedding to z (Mirza & Osindero 2014) and the discriminator adds a
@@ -162,6 +164,18 @@ def sample_latent(
     return torch.randn(batch_size, latent_dim, generator=generator).to(device)
 
 
+def _spectral_norm_(module: nn.Module, seed: int) -> None:
+    """Spectrally normalise every convolution and embedding of ``module`` in place; the power
+    iteration's start vectors come from ``seed`` (the global RNG state is left untouched)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in list(module.modules()):
+            if isinstance(m, (nn.Conv2d, nn.Embedding)):
+                spectral_norm(m)
+
+
 class DCGANGenerator(nn.Module):
     """DCGAN generator: z ``(B, latent_dim)`` (and labels ``(B,)``) -> images ``(B, C, H, W)`` in [-1, 1].
 
@@ -254,6 +268,14 @@ class DCGANDiscriminator(nn.Module):
         As for :class:`DCGANGenerator`; the first layer is never normalised (DCGAN).
     base_width
         Channels of the first layer (``ndf``); widths double with each stride-2 block.
+    blocks
+        Stride-2 blocks between stem and head (None = DCGAN's for the size, see the module table);
+        with fewer the head's kernel covers the larger last map, so the network has far fewer
+        weights (a DP-friendly discriminator).
+    spectral_norm
+        Spectral normalisation of every convolution and of the projection embedding (Miyato et
+        al., "Spectral normalization for GANs", ICLR 2018; torch's parametrisation, one power
+        iteration per training forward). Its vectors are drawn from ``seed`` too.
     """
 
     def __init__(
@@ -265,11 +287,15 @@ class DCGANDiscriminator(nn.Module):
         num_classes: int = 0,
         groups: int = 8,
         seed: int = 0,
+        blocks: int | None = None,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         _check_common(image_size, channels, base_width, norm, num_classes, groups)
         self.image_size, self.channels, self.num_classes, self.norm = image_size, channels, num_classes, norm
-        n = _num_blocks(image_size)
+        n = _num_blocks(image_size) if blocks is None else blocks
+        if not 0 <= n <= _num_blocks(image_size):
+            raise ValueError(f"blocks must be in [0, {_num_blocks(image_size)}] at {image_size} px, got {blocks}")
         bias = norm == "none"
         with torch.random.fork_rng(devices=[]):
             width = base_width
@@ -285,13 +311,15 @@ class DCGANDiscriminator(nn.Module):
                 )
                 width *= 2
             self.blocks = nn.Sequential(*blocks)
-            self.head = nn.Conv2d(width, 1, 7 if image_size == 28 else 4, 1, 0, bias=True)
+            self.head = nn.Conv2d(width, 1, (image_size // 2) >> n, 1, 0, bias=True)
             self.embed = nn.Embedding(num_classes, width) if num_classes else None
-        self.feature_dim = width
+        self.feature_dim, self.spectral_norm = width, spectral_norm
         dcgan_init_(self, torch.Generator().manual_seed(seed))
+        if spectral_norm:
+            _spectral_norm_(self, seed)
 
     def features(self, x: Tensor) -> Tensor:
-        """Last hidden feature map ``(B, F, 4, 4)`` (``(B, F, 7, 7)`` at 28 px)."""
+        """Last hidden feature map ``(B, F, 4, 4)`` (``(B, F, 7, 7)`` at 28 px; larger with fewer blocks)."""
         expected = (self.channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")

@@ -23,6 +23,12 @@ image, so networks of different resolution share the shapes of their image-side 
   latent size is handled the same way (first ``min`` rows copied).
 * Unconditional -> conditional (projection) discriminator: the projection embedding is zeroed, so
   the adapted discriminator initially equals the source.
+* Spectral normalisation (Miyato et al. 2018) on either side: ``<layer>.weight`` and
+  ``<layer>.parametrizations.weight.original`` are the same layer. From a normalised source into
+  a plain network the weight is divided by its estimated spectral norm ``u^T W v`` (the function
+  is kept); into a normalised network it is copied and is normalised from then on. The power
+  iteration vectors (``_u``, ``_v``) come only from a normalised source; a normalised projection
+  embedding keeps its initialisation (a zero matrix has no spectral norm to divide by).
 * Anything else whose shape differs (the stem of the generator and head of the discriminator when
   the resolution changes) keeps the destination's initialisation and is reported as skipped.
 """
@@ -44,6 +50,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["AdaptSummary", "adapt_state_dict", "load_adapted_"]
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_SN = ".parametrizations.weight.original"
+
+
+def _plain(key: str) -> str:
+    """A key without spectral normalisation's parametrisation (``x.parametrizations.weight.original`` -> ``x.weight``)."""
+    return key[: -len(_SN)] + ".weight" if key.endswith(_SN) else key
 
 
 @dataclass
@@ -135,6 +147,14 @@ def _rows_adapt(src: Tensor, dst: Tensor) -> tuple[Tensor, str] | None:
     return out, f"input rows {src.shape[0]} -> {dst.shape[0]}: first {m} copied, rest zero"
 
 
+def _fold_spectral_norm(state: Mapping[str, Tensor], key: str) -> Tensor:
+    """The effective weight ``W / (u^T W v)`` of a spectrally normalised layer's ``original`` entry."""
+    base = key[: -len("original")]
+    w = state[key].detach().cpu()
+    u, v = state[base + "0._u"].detach().cpu(), state[base + "0._v"].detach().cpu()
+    return w / torch.dot(u, w.flatten(1) @ v)
+
+
 def adapt_state_dict(
     src_state: Mapping[str, Tensor], dst_model: DCGANGenerator | DCGANDiscriminator
 ) -> tuple[dict[str, Tensor], AdaptSummary]:
@@ -163,15 +183,18 @@ def adapt_state_dict(
     offset = _num_blocks(src_state) - len(dst_model.blocks) if is_gen else 0
     n_src = _num_blocks(src_state)
     out: dict[str, Tensor] = {k: v.detach().clone() for k, v in dst_state.items()}
+    src_by_plain = {_plain(k): k for k in src_state}
     summary = AdaptSummary()
     used: set[str] = set()
 
     for key, dst_t in dst_state.items():
-        src_key: str | None = key
-        if m := _BLOCK.match(key):
+        plain = _plain(key)
+        src_key: str | None = plain
+        if m := _BLOCK.match(plain):
             i = int(m.group(1)) + offset
             src_key = f"blocks.{i}.{m.group(2)}" if 0 <= i < n_src else None
-        if src_key is None or src_key not in src_state:
+        src_key = src_by_plain.get(src_key) if src_key is not None else None
+        if src_key is None:
             if not is_gen and key == "embed.weight":
                 out[key] = torch.zeros_like(dst_t)
                 summary.adapted[key] = "projection embedding absent in source: zero-initialised"
@@ -180,17 +203,19 @@ def adapt_state_dict(
             continue
         used.add(src_key)
         src_t = src_state[src_key].detach().cpu()
+        if src_key.endswith(_SN) and not key.endswith(_SN):
+            src_t = _fold_spectral_norm(src_state, src_key)
         label = key if src_key == key else f"{key} (from {src_key})"
         if src_t.shape == dst_t.shape:
             out[key] = src_t.to(dst_t.device, dst_t.dtype).clone()
             summary.copied.append(label)
             continue
         result: tuple[Tensor, str] | None = None
-        if is_gen and key in ("head.0.weight", "head.0.bias"):
-            result = _channel_adapt(src_t, dst_t, 1 if key.endswith("weight") else 0, "output")
-        elif is_gen and key == "stem.0.weight":
+        if is_gen and plain in ("head.0.weight", "head.0.bias"):
+            result = _channel_adapt(src_t, dst_t, 1 if plain.endswith("weight") else 0, "output")
+        elif is_gen and plain == "stem.0.weight":
             result = _rows_adapt(src_t, dst_t)
-        elif not is_gen and key == "stem.0.weight":
+        elif not is_gen and plain == "stem.0.weight":
             result = _channel_adapt(src_t, dst_t, 1, "input")
         if result is None:
             summary.skipped[label] = f"shape {tuple(src_t.shape)} -> {tuple(dst_t.shape)} not adaptable"

@@ -10,11 +10,13 @@ shared; see :class:`fedsilo.federation.strategies.LocalStateStrategy`.)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from typing import Any
 
 import numpy as np
+import torch
 
 from fedsilo.config import ExperimentConfig
 from fedsilo.progress import current
@@ -67,6 +69,9 @@ class CentralisedRounds:
         self.site_state: dict[str, Any] = {}
         #: what the pooled site keeps for itself between rounds (train.keep_optimizer_state), checkpointed
         self.carry: dict[str, Any] = {}
+        #: what is evaluated and released: the trained weights, or the task's average of them over
+        #: rounds (a GAN generator's EMA), kept exactly as the federated coordinator keeps it
+        self.ema = self.task.weight_average()
 
     def setup(self) -> SiteTable:
         table = self.data.class_table
@@ -84,14 +89,20 @@ class CentralisedRounds:
         ctx = TrainContext(round=rnd, site_index=0, site_name="pooled", device=self.device,
                            site_state=self.site_state, carry=self.carry)
         result = train_site(self.train_task, self.model, self.pooled, ctx)
+        self.ema.update(self.model.state_dict())
         return [Row("global", {"num-examples": result.num_examples, **result.metrics})]
+
+    def released(self) -> torch.nn.Module:
+        """The model evaluated and released (a copy holding the average when one is kept)."""
+        return self.ema.apply_to(copy.deepcopy(self.model)) if self.ema.average is not None else self.model
 
     def evaluate(self, rnd: int, *, sites: bool = True) -> list[Row]:
         rows: list[Row] = []
+        model = self.released()
         if sites:
             per_site = []
             for site in self.data.sites:
-                m = self.task.evaluate_site(self.model, site.val, self.device)
+                m = self.task.evaluate_site(model, site.val, self.device)
                 n = int(m.pop("n", len(site.val)))
                 rows.append(Row(site.name, {f"val_{k}": v for k, v in m.items()}))
                 per_site.append(({f"val_{k}": v for k, v in m.items()}, n))
@@ -99,19 +110,21 @@ class CentralisedRounds:
                 rows.append(Row("global", weighted_mean_rows(per_site)))
         test = self.data.test
         if test is not None:
-            m = self.task.evaluate(self.model, test, self.device)
+            m = self.task.evaluate(model, test, self.device)
             rows.append(Row("global", {f"test_{k}": v for k, v in m.items()}))
-            self.task.round_artifacts(self.model, rnd, self.run.path, self.device)
+            self.task.round_artifacts(model, rnd, self.run.path, self.device)
         return rows
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "site_state": dict(self.site_state), "carry": dict(self.carry)}
+                "site_state": dict(self.site_state), "carry": dict(self.carry), "ema": self.ema.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.site_state = dict(state.get("site_state", {}))
         self.carry = dict(state.get("carry", {}))
+        self.ema.load_state_dict(state.get("ema"))
 
     def final_state(self) -> dict[str, Any]:
-        return {"model": self.state_dict()["model"], "mode": "centralised", "site_state": dict(self.site_state)}
+        return {**self.ema.final(self.state_dict()["model"]), "mode": "centralised",
+                "site_state": dict(self.site_state)}

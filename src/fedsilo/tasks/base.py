@@ -18,6 +18,7 @@ from torch import nn
 
 from fedsilo.config import ExperimentConfig
 from fedsilo.data.federated import FederatedData, SiteData
+from fedsilo.models.ema import WeightEMA
 from fedsilo.seeding import derive_seed
 
 #: What :meth:`Task.local_state` returns: ``(is_local, group_by)`` or ``(is_local, group_by, owner)``.
@@ -229,6 +230,13 @@ class Task(ABC):
         if pretrained is not None:
             raise ValueError(f"task {self.name!r} does not start from pre-trained weights")
         return self.build_model().state_dict()
+
+    def weight_average(self) -> WeightEMA:
+        """A running average of the global weights over rounds that the coordinator (or the centralised
+        trainer) evaluates and releases instead of the raw weights, while training continues from the
+        raw ones. Default: none (an inactive :class:`~fedsilo.models.ema.WeightEMA`); the synthesis
+        task averages its generator (``gan.ema_decay``)."""
+        return WeightEMA(0.0)
 
     # -- data ----------------------------------------------------------------------------------
 

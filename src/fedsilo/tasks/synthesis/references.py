@@ -63,7 +63,7 @@ def reference_networks(task: Any, pooled: GanImages, test: GanImages | None, gra
     settings = _settings(task)
     key = hashlib.sha256((content_hash(pooled) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     path = default_cache_dir() / "gan-references" / f"{key}.pt"
-    pair = task.make_pair()
+    pair = task.make_pair(reference=True)
     classifier = task.make_reference_classifier() if graded else None
     if path.exists():
         try:

@@ -8,6 +8,10 @@ task on abdominal CT/MR slices (``data.source = "volumes"``, centralised) initia
 fine-tuning through ``gan.pretrained`` -- the weights are really loaded, adapted to the fundus
 images' channels and resolution (the reference implementation never loaded them).
 
+Options beyond the paper (``[gan]``): an EMA of the generator kept by the coordinator and released
+(``ema_decay``), differentiable augmentation (``diffaugment``), a spectrally normalised
+(``spectral_norm``) or shallower (``d_blocks``) discriminator.
+
 Evaluation (server side, every ``federation.eval_every`` rounds and at the end) is in
 :mod:`~fedsilo.tasks.synthesis.evaluation`; the scoring networks in
 :mod:`~fedsilo.tasks.synthesis.references`.
@@ -24,12 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedsilo.augment.diffaugment import DiffAugment
 from fedsilo.data.federated import FederatedData, SiteData
 from fedsilo.data.fundus import GRADE_NAMES, federated_fundus
 from fedsilo.data.images import ImageDataset
 from fedsilo.models.classifier import GradeCNN
 from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from fedsilo.models.dcgan_transfer import adapt_state_dict
+from fedsilo.models.ema import WeightEMA
 from fedsilo.models.gan_losses import discriminator_row_loss, generator_loss
 from fedsilo.models.norms import norm_state_keys
 from fedsilo.seeding import derive_seed, torch_generator
@@ -75,14 +81,33 @@ class SynthesisTask(Task):
             return 1, d.volume.size, d.volume.size
         return (1 if d.preprocess.grayscale else 3), d.image_size, d.image_size
 
-    def make_pair(self) -> GANPair:
+    def make_pair(self, reference: bool = False) -> GANPair:
+        """The GAN of this run; with ``reference`` the scoring GAN of
+        :mod:`~fedsilo.tasks.synthesis.references`, without the discriminator options under study
+        (``gan.spectral_norm``, ``gan.d_blocks``), so that runs that differ only in them are
+        scored by the same reference networks."""
         g, seed = self.cfg.gan, self.cfg.experiment.seed
         c, size, _ = self.image_shape
         classes = NUM_GRADES if g.conditional else 0
         return GANPair(
             DCGANGenerator(size, c, g.latent_dim, g.g_width, g.norm, classes, seed=derive_seed(seed, "init-g")),
-            DCGANDiscriminator(size, c, g.d_width, g.norm, classes, seed=derive_seed(seed, "init-d")),
+            DCGANDiscriminator(size, c, g.d_width, g.norm, classes, seed=derive_seed(seed, "init-d"),
+                               blocks=None if g.d_blocks < 0 or reference else g.d_blocks,
+                               spectral_norm=g.spectral_norm and not reference),
         )
+
+    def weight_average(self) -> WeightEMA:
+        """``gan.ema_decay``: the coordinator's per-round EMA of the global generator (see
+        :mod:`fedsilo.models.ema`). Kept there, not at the sites: the released generator is the
+        coordinator's, the average of aggregates costs no traffic, no privacy (post-processing)
+        and works under secure aggregation; site-side averages of local iterates would have to be
+        sent and averaged again, or never reach the released model. None in ``local`` mode (no
+        global generator exists there)."""
+        decay = self.cfg.gan.ema_decay
+        if decay and self.cfg.experiment.mode == "local":
+            logger.warning("gan.ema_decay is ignored in experiment.mode = 'local': sites share no generator")
+            decay = 0.0
+        return WeightEMA(decay, prefix="generator.")
 
     def _make_model(self) -> nn.Module:
         return self.make_pair()
@@ -189,10 +214,16 @@ class SynthesisTask(Task):
         generator does depends on the real batch, one added image adds one clipped row to the
         discriminator's sum (sensitivity C), and the generator is private by post-processing
         (Xie et al., arXiv:1802.06739).
+
+        With ``gan.diffaugment`` every image the discriminator sees, real or generated, in either
+        phase, is transformed first (:mod:`fedsilo.augment.diffaugment`); each image's transform is
+        its own, so the DP argument above is unchanged.
         """
         g = self.cfg.gan
         device, gen, cond = ctx.device, ctx.generator, g.conditional
         real_target = 1.0 - g.label_smoothing
+        # DiffAugment draws from the round's generator: under DP the secure one that draws the batches
+        aug = DiffAugment(g.diffaugment, gen) if g.diffaugment and gen is not None else None
 
         def adam_for(lr: float) -> Any:
             return lambda params, scheduled: adam(params, scheduled, g.beta1)
@@ -203,11 +234,11 @@ class SynthesisTask(Task):
         if ctx.private_batch_size is None:
             def d_loss(module: nn.Module, batch: Any) -> StepLoss:
                 loss = discriminator_step_loss(model, module, *batch, conditional=cond, real_target=real_target,
-                                               gen=gen)
+                                               gen=gen, augment=aug)
                 return loss, {"train_d_loss": loss}
 
             def g_loss(module: nn.Module, batch: Any) -> StepLoss:
-                loss = generator_step_loss(model, module, batch[1], conditional=cond, gen=gen)
+                loss = generator_step_loss(model, module, batch[1], conditional=cond, gen=gen, augment=aug)
                 return loss, {"train_g_loss": loss}
         else:
             fakes = PrivateFakes(model, ctx.private_batch_size, cond,
@@ -217,13 +248,14 @@ class SynthesisTask(Task):
             def d_loss(module: nn.Module, batch: Any) -> StepLoss:
                 real, labels = batch
                 fake, y_fake = fakes.draw(grad=False)
-                x = torch.cat([real, fake])
+                x = torch.cat([real, fake]) if aug is None else aug(torch.cat([real, fake]))
                 logits = module(x, torch.cat([labels, y_fake])) if cond else module(x)
                 loss = discriminator_row_loss(logits[: len(real)], logits[len(real):], real_target)
                 return loss, {"train_d_loss": loss}
 
             def g_loss(module: nn.Module, batch: Any) -> StepLoss:
                 fake, y_fake = fakes.draw(grad=True)
+                fake = fake if aug is None else aug(fake)
                 d = model.discriminator
                 loss = generator_loss(d(fake, y_fake) if cond else d(fake))
                 return loss, {"train_g_loss": loss}

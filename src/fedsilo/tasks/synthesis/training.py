@@ -3,7 +3,7 @@ DR-grade classifiers (the reference feature extractor, train-on-synthetic utilit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,9 @@ from fedsilo.models.classifier import GradeCNN
 from fedsilo.models.dcgan import sample_latent
 from fedsilo.models.gan_losses import discriminator_loss, generator_loss
 from fedsilo.tasks.synthesis.model import GANPair
+
+#: A differentiable transform of images ``(B, C, H, W)`` applied before the discriminator (DiffAugment).
+Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
 def adam(params: Iterable[nn.Parameter], lr: float, beta1: float) -> torch.optim.Adam:
@@ -68,24 +71,31 @@ class PrivateFakes:
 
 
 def discriminator_step_loss(pair: GANPair, discriminator: nn.Module, real: torch.Tensor, labels: torch.Tensor, *,
-                            conditional: bool, real_target: float, gen: torch.Generator) -> torch.Tensor:
+                            conditional: bool, real_target: float, gen: torch.Generator,
+                            augment: Augment | None = None) -> torch.Tensor:
     """The discriminator's loss on a real batch ``(B, C, H, W)`` and as many fresh fakes (grades:
-    the real batch's, shuffled). ``discriminator`` is ``pair.discriminator`` as the caller runs it."""
+    the real batch's, shuffled). ``discriminator`` is ``pair.discriminator`` as the caller runs it;
+    ``augment`` (DiffAugment) transforms the real and the fake images before it sees them."""
     g = pair.generator
     y_fake = fake_labels(labels, conditional, gen)
     with torch.no_grad():
         fake = g(sample_latent(len(real), g.latent_dim, gen, real.device), y_fake)
+    if augment is not None:
+        real, fake = augment(real), augment(fake)
     real_logits = discriminator(real, labels) if conditional else discriminator(real)
     fake_logits = discriminator(fake, y_fake) if conditional else discriminator(fake)
     return discriminator_loss(real_logits, fake_logits, real_target)
 
 
 def generator_step_loss(pair: GANPair, generator: nn.Module, labels: torch.Tensor, *, conditional: bool,
-                        gen: torch.Generator) -> torch.Tensor:
+                        gen: torch.Generator, augment: Augment | None = None) -> torch.Tensor:
     """The generator's non-saturating loss on ``len(labels)`` fresh fakes (grades: ``labels``
-    shuffled), scored by ``pair.discriminator``. ``generator`` is ``pair.generator`` as the caller runs it."""
+    shuffled), scored by ``pair.discriminator``. ``generator`` is ``pair.generator`` as the caller
+    runs it; ``augment`` (DiffAugment) transforms the fakes differentiably before the discriminator."""
     y_fake = fake_labels(labels, conditional, gen)
     fake = generator(sample_latent(len(labels), pair.generator.latent_dim, gen, labels.device), y_fake)
+    if augment is not None:
+        fake = augment(fake)
     d = pair.discriminator
     return generator_loss(d(fake, y_fake) if conditional else d(fake))
 
