@@ -5,6 +5,11 @@ Metric names (the server logs them as ``test_*``): ``realism``, ``fd``, ``kid``,
 ``recall``, ``density``, ``coverage``, ``diversity`` (1 - MS-SSIM), ``tstr_accuracy``,
 ``tstr_kappa`` (with ``trtr_*``, the same classifier trained on real images); each with ``_n``
 (generated images) and, where meaningful, ``_ci_low``/``_ci_high`` (95%).
+
+This module scores at the coordinator. With ``gan.evaluation = "federated"`` it computes only
+diversity and TSTR here; realism, FD and precision/recall/density/coverage are combined from the
+sites' statistics (:mod:`~fedsilo.tasks.synthesis.federated_eval`), and KID and ``trtr_*`` are not
+computed.
 """
 
 from __future__ import annotations

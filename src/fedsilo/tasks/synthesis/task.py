@@ -264,6 +264,11 @@ class SynthesisTask(Task):
         """The generated images' features and radii every site receives (federated evaluation only)."""
         if self.federated_eval is None:
             return None
+        if self.cfg.privacy.active and not getattr(self, "_dp_warned", False):
+            self._dp_warned = True
+            logger.warning("The sites' evaluation statistics (feature moments and k-NN counts of their training "
+                           "images) are not covered by the DP guarantee, as no site's validation metrics are; "
+                           "raise federation.eval_every to release fewer of them")
         return self.federated_eval.request(model.generator, device)
 
     def site_statistics(self, site: SiteData[Any], request: Mapping[str, np.ndarray],
