@@ -307,7 +307,8 @@ def test_fedgan_deployment_matches_local_engine_then_samples_and_audits(tmp_path
         for site in SITES:
             dep.start_node(site)
         out = root / "run"
-        proc = dep.run(out)
+        # 8 round trips (setup, round 0's evaluation, 3 x train + evaluate): room for a busy machine
+        proc = dep.run(out, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     finally:
         dep.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +27,6 @@ from fedsilo.federation.messages import (
 )
 from fedsilo.rounds import Row
 
-if TYPE_CHECKING:
-    from fedsilo.federation.server_app import FederatedRounds
-
 logger = logging.getLogger(__name__)
 
 
@@ -42,10 +39,13 @@ class SiteEvaluation:
     stats: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
-def evaluate_sites(rounds: FederatedRounds, rnd: int, request: Mapping[str, np.ndarray] | None = None
-                   ) -> SiteEvaluation:
+def evaluate_sites(rounds: Any, rnd: int, request: Mapping[str, np.ndarray] | None = None) -> SiteEvaluation:
     """Send round ``rnd``'s evaluation messages to every site (with ``request`` attached when given)
-    and collect the replies; a site that fails or sends no statistics is logged and left out."""
+    and collect the replies; a site that fails or sends no statistics is logged and left out.
+
+    ``rounds`` is the :class:`~fedsilo.federation.server_app.FederatedRounds` of the run (not
+    imported here: server_app imports this module).
+    """
     out = SiteEvaluation()
     good = []
     messages = rounds._configure(rounds.strategy.configure_evaluate, rnd, rounds.sites)
