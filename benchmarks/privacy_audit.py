@@ -175,8 +175,11 @@ def fedgan_section(out: Path, seeds: list[int]) -> None:
 def grids_section(out: Path, seeds: list[int]) -> None:
     parts, everything = [], []
     for name, (config, audit) in QUICK.items():
+        # quick-fedgan: the reference networks RESULTS.md's realism/FD came from (the config itself
+        # now evaluates federatedly)
+        scoring = ["gan.evaluation=reference", "gan.reference_epochs=5"] if name == "quick-fedgan" else []
         jobs = [(config, str(out / f"{name}-eps{e}-seed{s}"),
-                 [*COMMON, f"privacy.epsilon={e}", "federation.rounds=5", f"experiment.seed={s}"], audit)
+                 [*COMMON, *scoring, f"privacy.epsilon={e}", "federation.rounds=5", f"experiment.seed={s}"], audit)
                 for e in EPSILONS for s in seeds]
         results = run_all(jobs)
         everything += jobs

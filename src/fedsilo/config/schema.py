@@ -139,9 +139,17 @@ class GanSection:
             "scales copied, running statistics dropped) and with a smaller discriminator (gan.d_width, "
             "gan.d_blocks: matching layers copied).")
     eval_samples: int = param(1000, "Generated images per evaluation (realism, FD, KID, precision/recall).", ge=10)
+    evaluation: Literal["reference", "federated"] = param(
+        "reference", "How realism, FD and precision/recall are scored: 'reference' = networks trained centrally on "
+                     "the pooled real images (a discriminator for realism, a grade classifier's features for FD/KID; "
+                     "against the global test split; local and simulation engines only); 'federated' = a fixed "
+                     "random feature network that ships with fedsilo, statistics computed at each site on its "
+                     "training images and combined at the coordinator (k-NN realism, no KID; every engine, "
+                     "deployment included). See the README's FedGAN deployment section.")
     reference_epochs: int = param(
         20, "Epochs of the reference networks trained centrally on the pooled real training images (a GAN "
-            "whose discriminator scores realism, and a DR-grade classifier whose features give FD/KID); cached.",
+            "whose discriminator scores realism, and a DR-grade classifier whose features give FD/KID); cached. "
+            "gan.evaluation = 'reference' only.",
         ge=1)
     tstr_epochs: int = param(10, "Conditional runs: epochs of the train-on-synthetic classifier.", ge=1)
     ema_decay: float = param(

@@ -76,10 +76,15 @@ def submit(run: RunDir, superlink: str, ca: Path, *, timeout: float | None = Non
 
 def refuse_simulation_only(cfg: ExperimentConfig | None) -> None:
     """Raise :class:`DeployError` when ``cfg`` asks for what only a simulation may do across real
-    sites: seeded DP noise, or audit canaries (their coins come from the experiment seed)."""
+    sites: seeded DP noise, audit canaries (their coins come from the experiment seed), or a GAN
+    scored by reference networks trained on pooled images."""
     if cfg is not None and cfg.privacy.active and cfg.privacy.reproducible_noise:
         raise DeployError("privacy.reproducible_noise = true is for simulations only: every party knows "
                           "experiment.seed and could regenerate the sites' DP noise; set it to false to deploy")
+    if cfg is not None and cfg.experiment.task == "synthesis" and cfg.gan.evaluation != "federated":
+        raise DeployError("gan.evaluation = 'reference' scores the GAN with networks trained on the pooled real "
+                          "images, which no coordinator holds across real sites; set gan.evaluation = 'federated' "
+                          "to deploy (statistics computed at the sites; see the README's FedGAN deployment section)")
     if cfg is not None and cfg.privacy.canaries:
         raise DeployError("privacy.canaries is for simulations only (the audit's secret coins come from "
                           "experiment.seed); set it to 0 to deploy")

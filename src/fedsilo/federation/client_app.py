@@ -33,10 +33,13 @@ from fedsilo.federation.messages import (
     ARRAYS,
     CONFIG,
     CONFIG_TOML,
+    EVAL_REQUEST,
+    EVAL_STATS,
     METRICS,
     NUM_EXAMPLES,
     SITE,
     SITE_STATE,
+    arrays_to_numpy,
     arrays_to_state,
     state_to_arrays,
 )
@@ -218,7 +221,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Metrics of the received model on the site's validation split (``val_`` prefixed)."""
+    """Metrics of the received model on the site's validation split (``val_`` prefixed) and, when
+    the message asks for them, the task's statistics of the site's data (federated test metrics)."""
     job = site_job(msg, context)
     model = _model_from(job, msg)
     memory = _memory(job, msg, context) if job.task.site_kept_keys() else None
@@ -227,4 +231,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = job.task.evaluate_site(model, job.site.val, job.device)
     n = int(metrics.pop("n", len(job.site.val)))
     record = MetricRecord({NUM_EXAMPLES: n, **{f"val_{k}": float(v) for k, v in metrics.items()}})
-    return Message(RecordDict({METRICS: record}), reply_to=msg)
+    content = RecordDict({METRICS: record})
+    request = msg.content.array_records.get(EVAL_REQUEST)
+    if request is not None:
+        content[EVAL_STATS] = state_to_arrays(job.task.site_statistics(job.site, arrays_to_numpy(request),
+                                                                       job.device))
+    return Message(content, reply_to=msg)

@@ -27,6 +27,10 @@ NUM_EXAMPLES = "num-examples"
 #: Metric of the stand-in reply of a secure round: how many sites' updates its mean holds.
 SUMMED_SITES = "summed-sites"
 QUERY_SITE_INFO = "query.site_info"
+#: Evaluation messages of a task with federated test metrics: what the coordinator asks every site
+#: (an ArrayRecord, e.g. a GAN's generated features) and the site's statistics in reply.
+EVAL_REQUEST = "eval-request"
+EVAL_STATS = "eval-stats"
 
 
 class KeptArray(Array):

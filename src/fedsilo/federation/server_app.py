@@ -41,6 +41,7 @@ from fedsilo.federation.messages import (
     state_to_arrays,
 )
 from fedsilo.federation.secure import apply_mean_update
+from fedsilo.federation.site_eval import evaluate_sites
 from fedsilo.federation.site_memory import needs_memory, simulated_dir_hint
 from fedsilo.federation.sites import UNREACHABLE, SiteInfo, describe_sites
 from fedsilo.federation.strategies import (
@@ -337,8 +338,15 @@ class FederatedRounds:
 
     def evaluate(self, rnd: int, *, sites: bool = True) -> list[Row]:
         rows: list[Row] = []
-        if sites and self.sites:
-            rows += self._evaluate_sites(rnd)
+        federated = self.cfg.experiment.mode != "local"
+        model = self.ema.apply_to(self._model(self.arrays)) if federated else None  # the released model
+        # a task with federated test metrics asks every site for statistics (round 0 included)
+        request = self.task.site_statistics_request(model, self.device) if model is not None else None
+        released = state_to_arrays(self.ema.released(arrays_to_state(self.arrays))) if self.ema.active else None
+        exchange = (evaluate_sites(self, rnd, request, released)
+                    if self.sites and (sites or request is not None) else None)
+        if sites and exchange is not None:
+            rows += exchange.rows
         test = self._test_data()
         if test is not None:
             per_group = isinstance(self.strategy, LocalStateStrategy) and not self.strategy.has_owners
@@ -347,32 +355,12 @@ class FederatedRounds:
                     arrays = self.strategy.personalised(self.arrays, group)
                     m = self.task.evaluate(self._model(arrays), test, self.device)
                     rows.append(Row(group, {f"test_{k}": v for k, v in m.items()}))
-            if self.cfg.experiment.mode != "local":
-                model = self.ema.apply_to(self._model(self.arrays))
-                m = self.task.evaluate(model, test, self.device)
-                rows.append(Row("global", {f"test_{k}": v for k, v in m.items()}))
-                self.task.round_artifacts(model, rnd, self.out_dir, self.device)
-        return rows
-
-    def _evaluate_sites(self, rnd: int) -> list[Row]:
-        rows: list[Row] = []
-        good = []
-        released = state_to_arrays(self.ema.released(arrays_to_state(self.arrays))) if self.ema.active else None
-        for reply in self._send(self._configure(self.strategy.configure_evaluate, rnd, self.sites, released)):
-            site = self._by_node.get(reply.metadata.src_node_id)
-            if site is None:
-                continue
-            if reply.has_error():
-                logger.warning("Round %d: evaluation failed at %s: %s", rnd, site.name, reply.error.reason)
-                continue
-            metrics = dict(reply.content.metric_records[METRICS])
-            if metrics.get(NUM_EXAMPLES, 0) > 0:
-                good.append(reply)
-            rows.append(Row(site.name, {k: v for k, v in metrics.items() if k != NUM_EXAMPLES}))
-        if good and self.cfg.experiment.mode == "federated":
-            agg = self.strategy.aggregate_evaluate(rnd, good)
-            if agg is not None:
-                rows.append(Row("global", {k: float(v) for k, v in agg.items()}))
+        if model is not None and (test is not None or request is not None):
+            m = self.task.evaluate(model, test, self.device)
+            if request is not None and exchange is not None:
+                m.update(self.task.combine_site_statistics(request, exchange.stats, exchange.names))
+            rows.append(Row("global", {f"test_{k}": v for k, v in m.items()}))
+            self.task.round_artifacts(model, rnd, self.out_dir, self.device)
         return rows
 
     # -- state ---------------------------------------------------------------------------------

@@ -12,15 +12,20 @@ _DEFINITIONS: list[tuple[str, str]] = [
     (r"kappa", "Quadratic-weighted Cohen's kappa between predicted and true grades: 1 = perfect "
                "agreement, 0 = chance; large grade errors cost more (the standard DR-grading score)."),
     (r"loss$", "Mean training objective (cross-entropy for grading; Dice + CE for segmentation; BCE for GANs)."),
-    (r"realism", "Mean sigmoid output of a reference discriminator trained centrally on pooled real "
-                 "training images, over generated images (as defined by the FedGAN paper; higher = more real-looking)."),
-    (r"^fd", "Fréchet distance between Gaussian fits of real held-out and generated images' features from a "
-             "reference DR-grade classifier (not Inception: no Inception weights offline); lower is better."),
+    (r"realism", "gan.evaluation = 'reference': mean sigmoid output of a reference discriminator trained "
+                 "centrally on pooled real training images, over generated images (as defined by the FedGAN "
+                 "paper); 'federated': mean k-NN realism (Kynkäänniemi et al. 2019) capped at 1 against the "
+                 "sites' real images. Higher = more real-looking."),
+    (r"^fd", "Fréchet distance between Gaussian fits of real and generated images' features: held-out images "
+             "and a reference DR-grade classifier (gan.evaluation = 'reference'), or the sites' training images "
+             "and a fixed random network ('federated'); not Inception (no weights offline). Lower is better."),
     (r"^kid", "Kernel Inception Distance (unbiased MMD with a cubic kernel) in the same feature space; lower is better."),
     (r"precision", "Share of generated images inside the k-NN manifold of real images (fidelity)."),
     (r"recall", "Share of real images inside the k-NN manifold of generated images (diversity / coverage of modes)."),
     (r"density", "Expected number of real-image k-NN balls containing a generated image, divided by k."),
     (r"coverage", "Share of real images whose k-NN ball contains at least one generated image."),
+    (r"eval_sites", "Sites whose statistics entered the federated GAN metrics this evaluation "
+                    "(gan.evaluation = 'federated')."),
     (r"ms_ssim|diversity", "Mean 1 - MS-SSIM over random pairs of generated images (0 = identical images)."),
     (r"tstr", "Train-on-synthetic, test-on-real: a grade classifier trained on generated images, scored on real ones."),
     (r"dice3d", "Dice overlap per patient (slices re-stacked into volumes), averaged over patients: 1 = perfect."),

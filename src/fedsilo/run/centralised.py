@@ -109,8 +109,14 @@ class CentralisedRounds:
             if per_site:
                 rows.append(Row("global", weighted_mean_rows(per_site)))
         test = self.data.test
-        if test is not None:
+        # federated test metrics (a GAN's gan.evaluation = "federated"): each site's statistics, as
+        # its ClientApp would compute them, combined as the coordinator does
+        request = self.task.site_statistics_request(model, self.device)
+        if test is not None or request is not None:
             m = self.task.evaluate(model, test, self.device)
+            if request is not None:
+                stats = [self.task.site_statistics(s, request, self.device) for s in self.data.sites]
+                m.update(self.task.combine_site_statistics(request, stats, [s.name for s in self.data.sites]))
             rows.append(Row("global", {f"test_{k}": v for k, v in m.items()}))
             self.task.round_artifacts(model, rnd, self.run.path, self.device)
         return rows

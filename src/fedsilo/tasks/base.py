@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -287,6 +288,24 @@ class Task(ABC):
         """Metrics on a site's validation split (default: :meth:`evaluate`; tasks whose full
         evaluation is expensive, e.g. GAN metrics, return cheaper ones here). ``n`` = samples."""
         return self.evaluate(model, data, device)
+
+    # Federated test metrics: statistics each site computes on its own data, which the coordinator
+    # combines (a GAN's FD and precision/recall against the sites' images). Default: none.
+
+    def site_statistics_request(self, model: nn.Module, device: torch.device) -> dict[str, np.ndarray] | None:
+        """Arrays the coordinator sends every site with the evaluation message (None: the task's test
+        metrics need no site statistics, and nothing is sent)."""
+        return None
+
+    def site_statistics(self, site: SiteData[Any], request: Mapping[str, np.ndarray],
+                        device: torch.device) -> dict[str, np.ndarray]:
+        """A site's statistics for ``request`` (computed at the site; arrays only)."""
+        raise NotImplementedError(f"task {self.name!r} computes no site statistics")
+
+    def combine_site_statistics(self, request: Mapping[str, np.ndarray], stats: list[Mapping[str, np.ndarray]],
+                                names: list[str]) -> dict[str, float]:
+        """Test metrics (unprefixed) from the statistics of the sites ``names``."""
+        raise NotImplementedError(f"task {self.name!r} computes no site statistics")
 
     def local_state(self) -> LocalStateRule | None:
         """Arrays that must not be averaged across all sites, and how sites are grouped.

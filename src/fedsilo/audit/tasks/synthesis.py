@@ -10,9 +10,18 @@ from fedsilo.audit.tasks.gan import gan_outcome
 @register_audit("synthesis", "gan")
 def gan(ctx: AuditContext) -> AuditOutcome:
     """LOGAN, GAN-Leaks (black/white box), model inversion, DCR and the realism detector."""
+    from fedsilo.data.errors import DataError
     from fedsilo.tasks.synthesis.data import all_images
 
-    data = ctx.task.federated_data()
+    try:
+        data = ctx.task.federated_data()
+    except (DataError, OSError, ValueError) as exc:
+        # a deployment's coordinator holds the weights, not the sites' images
+        raise DataError(f"the GAN audit of {ctx.run.path} needs the images the GAN trained on (members: every "
+                        f"site's training split) and images it never saw (non-members: the sites' validation "
+                        f"splits or the global test split), as its config's [data] section names them; they "
+                        f"cannot be loaded here ({exc}). Run `fedsilo audit` where the config's data are "
+                        f"available (e.g. a copy of the run folder at a site whose data the config names)") from exc
     sites = data.sites if ctx.site is None else [data.sites[ctx.site]]
     members = type(sites[0].train).concat([s.train for s in sites])
     held_out = [s.val for s in data.sites if len(s.val)]

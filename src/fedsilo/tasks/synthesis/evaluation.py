@@ -5,6 +5,11 @@ Metric names (the server logs them as ``test_*``): ``realism``, ``fd``, ``kid``,
 ``recall``, ``density``, ``coverage``, ``diversity`` (1 - MS-SSIM), ``tstr_accuracy``,
 ``tstr_kappa`` (with ``trtr_*``, the same classifier trained on real images); each with ``_n``
 (generated images) and, where meaningful, ``_ci_low``/``_ci_high`` (95%).
+
+This module scores at the coordinator. With ``gan.evaluation = "federated"`` it computes only
+diversity and TSTR here; realism, FD and precision/recall/density/coverage are combined from the
+sites' statistics (:mod:`~fedsilo.tasks.synthesis.federated_eval`), and KID and ``trtr_*`` are not
+computed.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def balanced_grades(n: int, seed: int) -> torch.Tensor:
     return grades[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
 
 
-def _flat(result: MetricResult, name: str | None = None) -> dict[str, float]:
+def flat(result: MetricResult, name: str | None = None) -> dict[str, float]:
     key = name or result.name
     out = {key: result.value, f"{key}_n": float(result.n)}
     if result.ci_low is not None and result.ci_high is not None:
@@ -61,25 +66,33 @@ def _flat(result: MetricResult, name: str | None = None) -> dict[str, float]:
     return out
 
 
-def generator_metrics(generator: DCGANGenerator, refs: References, real: torch.Tensor | None,
+def generator_metrics(generator: DCGANGenerator, refs: References | None, real: torch.Tensor | None,
                       real_grades: torch.Tensor | None, *, n: int, seed: int, device: torch.device,
                       conditional: bool, tstr_epochs: int, batch_size: int,
                       make_classifier: Callable[[], GradeCNN]) -> dict[str, float]:
-    """Every score of ``generator`` against held-out ``real`` images ``(M, C, H, W)`` (see module doc)."""
+    """Every score of ``generator`` against held-out ``real`` images ``(M, C, H, W)`` (see module doc).
+
+    With ``refs`` None (``gan.evaluation = "federated"``) only what needs no network trained on
+    pooled images: diversity, and TSTR when conditional (without the train-on-real baseline);
+    realism, FD and precision/recall come from the sites
+    (:mod:`~fedsilo.tasks.synthesis.federated_stats`).
+    """
     grades = balanced_grades(n, seed) if conditional else None
     fake = generate(generator, n, seed, device, grades)
     labels = None if grades is None else grades.to(device)
-    out = _flat(realism_score(refs.discriminator, fake, labels, n_bootstrap=BOOTSTRAP, seed=seed))
-    out.update(_flat(ms_ssim_diversity(fake, n_pairs=min(500, n * (n - 1) // 2), seed=seed, n_bootstrap=BOOTSTRAP),
+    out = {} if refs is None else flat(realism_score(refs.discriminator, fake, labels, n_bootstrap=BOOTSTRAP,
+                                                      seed=seed))
+    out.update(flat(ms_ssim_diversity(fake, n_pairs=min(500, n * (n - 1) // 2), seed=seed, n_bootstrap=BOOTSTRAP),
                      "diversity"))
-    if refs.classifier is None or real is None or len(real) < 6:
+    if real is None or len(real) < 6 or (refs is not None and refs.classifier is None):
         return out
-    features = FeatureAdapter(refs.classifier.features, num_features=refs.classifier.num_features)
-    fr, ff = features(real.to(device)), features(fake)
-    out.update(_flat(frechet_distance(fr, ff, n_bootstrap=BOOTSTRAP, seed=seed)))
-    out.update(_flat(kernel_inception_distance(fr, ff, subsets=50, seed=seed)))
-    for result in precision_recall_density_coverage(fr, ff, n_bootstrap=BOOTSTRAP, seed=seed).values():
-        out.update(_flat(result))
+    if refs is not None:
+        features = FeatureAdapter(refs.classifier.features, num_features=refs.classifier.num_features)
+        fr, ff = features(real.to(device)), features(fake)
+        out.update(flat(frechet_distance(fr, ff, n_bootstrap=BOOTSTRAP, seed=seed)))
+        out.update(flat(kernel_inception_distance(fr, ff, subsets=50, seed=seed)))
+        for result in precision_recall_density_coverage(fr, ff, n_bootstrap=BOOTSTRAP, seed=seed).values():
+            out.update(flat(result))
     if conditional and real_grades is not None:
         clf = make_classifier().to(device)
         train_classifier(clf, fake, labels, epochs=tstr_epochs, batch_size=batch_size,
@@ -88,7 +101,8 @@ def generator_metrics(generator: DCGANGenerator, refs: References, real: torch.T
             m = grading_metrics(clf(real.to(device)).float().cpu(), real_grades.cpu(), ci_seed=seed)
         out.update({"tstr_accuracy": m["accuracy"], "tstr_kappa": m["kappa"]})
         out.update({f"tstr_{k}": v for k, v in m.items() if k.endswith(("_ci_low", "_ci_high"))})
-        out.update(refs.real_baseline)
+        if refs is not None:
+            out.update(refs.real_baseline)
     return out
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from fedsilo.tasks.synthesis.features import FeatureFn, as_features
 from fedsilo.tasks.synthesis.stats import MetricResult, bootstrap_mean_ci
 
-__all__ = ["knn_radii", "nearest_neighbours", "precision_recall_density_coverage"]
+__all__ = ["knn_radii", "knn_realism", "nearest_neighbours", "precision_recall_density_coverage"]
 
 
 def _cdist(a: Tensor, b: Tensor) -> Tensor:
@@ -52,6 +52,7 @@ def precision_recall_density_coverage(
     n_bootstrap: int = 1000,
     seed: int = 0,
     batch_size: int = 256,
+    real_radii: Tensor | None = None,
 ) -> dict[str, MetricResult]:
     """Precision, recall, density and coverage of generated samples against real ones.
 
@@ -72,6 +73,9 @@ def precision_recall_density_coverage(
         resamples those values (the uncertainty of the manifold itself is not included).
     chunk_size, batch_size
         Rows per ``cdist`` chunk; batch size of the feature extraction.
+    real_radii
+        The real samples' radii ``(N_real,)`` when they are not the k-NN radii among ``real``
+        (federated evaluation: each real sample's radius among its own site's samples).
 
     Returns
     -------
@@ -84,7 +88,7 @@ def precision_recall_density_coverage(
         raise ValueError(f"real and fake features must have the same size, got {fr.shape[1]} and {ff.shape[1]}")
     if min(fr.shape[0], ff.shape[0]) <= k:
         raise ValueError(f"real and fake must hold more than k={k} samples each, got {fr.shape[0]} and {ff.shape[0]}")
-    r_real = knn_radii(fr, k, chunk_size)
+    r_real = knn_radii(fr, k, chunk_size) if real_radii is None else _check_radii(real_radii, fr)
     r_fake = knn_radii(ff, k, chunk_size)
     precision, density = [], []
     for start in range(0, ff.shape[0], chunk_size):
@@ -110,6 +114,26 @@ def precision_recall_density_coverage(
             details={"k": k},
         )  # fmt: skip
     return out
+
+
+def _check_radii(radii: Tensor, real: Tensor) -> Tensor:
+    if radii.shape != (real.shape[0],):
+        raise ValueError(f"real_radii must have shape ({real.shape[0]},), got {tuple(radii.shape)}")
+    return radii.to(real.device, torch.float64)
+
+
+def knn_realism(real: Tensor, fake: Tensor, real_radii: Tensor, chunk_size: int = 1024) -> Tensor:
+    """Per generated sample ``(M,)``: ``min(1, max_i r_i / ||f - x_i||)`` over real features ``(N, d)``
+    with radii ``(N,)``: Kynkäänniemi et al.'s realism score (without their pruning of the largest
+    radii), capped at 1 (inside the real manifold)."""
+    _check_chunk(chunk_size)
+    fr, ff = real.double(), fake.double()
+    r = _check_radii(real_radii, fr)
+    out = []
+    for start in range(0, ff.shape[0], chunk_size):
+        ratio = r[None, :] / _cdist(ff[start : start + chunk_size], fr)
+        out.append(ratio.nan_to_num(nan=1.0).max(dim=1).values.clamp(max=1.0))
+    return torch.cat(out)
 
 
 def nearest_neighbours(

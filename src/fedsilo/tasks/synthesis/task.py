@@ -13,8 +13,11 @@ Options beyond the paper (``[gan]``): an EMA of the generator kept by the coordi
 (``spectral_norm``) or shallower (``d_blocks``) discriminator.
 
 Evaluation (server side, every ``federation.eval_every`` rounds and at the end) is in
-:mod:`~fedsilo.tasks.synthesis.evaluation`; the scoring networks in
-:mod:`~fedsilo.tasks.synthesis.references`.
+:mod:`~fedsilo.tasks.synthesis.evaluation`; with ``gan.evaluation = "reference"`` its scoring
+networks are trained on the pooled images (:mod:`~fedsilo.tasks.synthesis.references`: local and
+simulation engines only), with ``"federated"`` the feature metrics are combined from statistics
+the sites compute (:mod:`~fedsilo.tasks.synthesis.federated_eval`: every engine, deployment
+included).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 
 from fedsilo.augment.diffaugment import DiffAugment
 from fedsilo.data.federated import FederatedData, SiteData
-from fedsilo.data.fundus import GRADE_NAMES, federated_fundus
+from fedsilo.data.fundus import GRADE_NAMES, federated_fundus, fundus_site_from_path
 from fedsilo.data.images import ImageDataset
 from fedsilo.models.classifier import GradeCNN
 from fedsilo.models.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -42,6 +45,7 @@ from fedsilo.seeding import derive_seed, torch_generator
 from fedsilo.tasks.base import InferenceSpec, LocalSteps, Phase, StepLoss, Task, TrainContext
 from fedsilo.tasks.synthesis.data import GanImages, SliceImages, all_images
 from fedsilo.tasks.synthesis.evaluation import discriminator_view, generate, generator_metrics
+from fedsilo.tasks.synthesis.federated_eval import FederatedEvaluation
 from fedsilo.tasks.synthesis.grids import save_grid_png
 from fedsilo.tasks.synthesis.manifold import nearest_neighbours
 from fedsilo.tasks.synthesis.model import GANPair, Generate
@@ -66,6 +70,11 @@ class SynthesisTask(Task):
         self._refs: References | None = None
         self._fed: FederatedData[Any] | None = None
         self._kept: frozenset[str] | None = None
+        g = cfg.gan
+        #: ``gan.evaluation = "federated"``: the feature metrics come from the sites' statistics
+        self.federated_eval = FederatedEvaluation(
+            self.image_shape, n=g.eval_samples, seed=derive_seed(cfg.experiment.seed, "eval-z"),
+            conditional=g.conditional) if g.evaluation == "federated" else None
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -193,12 +202,24 @@ class SynthesisTask(Task):
             self._fed = FederatedData(sites, test, np.array([[len(s.train)] for s in sites]), ("slices",))
         return self._fed
 
+    def site_from_path(self, path: str, name: str) -> SiteData[Any]:
+        """Deployment: a site's own fundus images (:func:`~fedsilo.data.fundus.fundus_site_from_path`)
+        or abdominal slices (:func:`~fedsilo.data.abdomen.volume_site_from_path`)."""
+        if self.cfg.data.source != "volumes":
+            return fundus_site_from_path(self.cfg, path, name)
+        from fedsilo.data.abdomen import volume_site_from_path
+
+        site = volume_site_from_path(self.cfg, path, name)
+        return SiteData(site.name, SliceImages(site.train), SliceImages(site.val), site.info)
+
     def pooled_train(self) -> GanImages:
         parts = [s.train for s in self.federated_data().sites]
         return SliceImages.concat(parts) if isinstance(parts[0], SliceImages) else ImageDataset.concat(parts)
 
     def references(self, device: torch.device) -> References:
         """The scoring networks (trained once per pooled data set, cached on disk)."""
+        if self.federated_eval is not None:
+            raise ValueError("gan.evaluation = 'federated' uses no reference networks trained on pooled images")
         if self._refs is None:
             self._refs = reference_networks(self, self.pooled_train(), self.test_data(), self.graded, device)
         return self._refs
@@ -271,7 +292,7 @@ class SynthesisTask(Task):
     def evaluate(self, model: nn.Module, data: GanImages | None, device: torch.device) -> dict[str, float]:
         """Realism, FD, KID, precision/recall/density/coverage, diversity (and TSTR when
         conditional) of the generator on ``gan.eval_samples`` images against ``data``."""
-        refs = self.references(device)
+        refs = None if self.federated_eval is not None else self.references(device)
         real, grades = all_images(data, device) if data is not None and len(data) else (None, None)
         g = self.cfg.gan
         return generator_metrics(model.generator, refs, real, grades, n=g.eval_samples,
@@ -290,6 +311,33 @@ class SynthesisTask(Task):
                                   self.cfg.gan.conditional)
         return {**view, "n": len(idx)}
 
+    # (gan.evaluation = "federated": the feature metrics, from the sites; see federated_eval)
+
+    def site_statistics_request(self, model: nn.Module, device: torch.device) -> dict[str, np.ndarray] | None:
+        """The generated images' features and radii every site receives (federated evaluation only)."""
+        if self.federated_eval is None:
+            return None
+        if self.cfg.privacy.active and not getattr(self, "_dp_warned", False):
+            self._dp_warned = True
+            logger.warning("The sites' evaluation statistics (feature moments and k-NN counts of their training "
+                           "images) are not covered by the DP guarantee, as no site's validation metrics are; "
+                           "raise federation.eval_every to release fewer of them")
+        return self.federated_eval.request(model.generator, device)
+
+    def site_statistics(self, site: SiteData[Any], request: Mapping[str, np.ndarray],
+                        device: torch.device) -> dict[str, np.ndarray]:
+        """A site's statistics over its training images (federated evaluation only)."""
+        if self.federated_eval is None:
+            raise ValueError("site statistics need gan.evaluation = 'federated'")
+        return self.federated_eval.site(site.name, site.train, request, device)
+
+    def combine_site_statistics(self, request: Mapping[str, np.ndarray], stats: list[Mapping[str, np.ndarray]],
+                                names: list[str]) -> dict[str, float]:
+        """Realism, FD, precision, recall, density and coverage from the sites' statistics."""
+        if self.federated_eval is None:
+            raise ValueError("site statistics need gan.evaluation = 'federated'")
+        return self.federated_eval.combine(request, stats, names)
+
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """``samples/round-NNN.png`` (the same 64 latent codes every round; rows of one grade when
         conditional) and, after the last round, ``samples/nearest-real.png``."""
@@ -298,7 +346,7 @@ class SynthesisTask(Task):
         fake = generate(model.generator, GRID, derive_seed(self.cfg.experiment.seed, "grid-z"), device, grades)
         (Path(out_dir) / "samples").mkdir(parents=True, exist_ok=True)
         save_grid_png(fake.cpu(), Path(out_dir) / "samples" / f"round-{rnd:03d}.png", nrow=8, scale=_scale(fake))
-        if rnd == self.cfg.federation.rounds:
+        if rnd == self.cfg.federation.rounds and self.federated_eval is None:  # (no pooled images otherwise)
             self.nearest_real_grid(fake[:8], Path(out_dir) / "samples" / "nearest-real.png")
 
     def nearest_real_grid(self, fake: torch.Tensor, path: Path) -> Path:
@@ -320,6 +368,10 @@ class SynthesisTask(Task):
         images = generate(model.generator, n, seed, device).cpu()
         if not self.graded:
             return images, torch.zeros(n, dtype=torch.long), "none (ungraded abdominal slices; label 0)"
+        if self.federated_eval is not None:
+            return images, torch.zeros(n, dtype=torch.long), (
+                "none (an unconditional generator evaluated federatedly: no grade classifier was trained on "
+                "pooled images to grade it; label 0)")
         clf = self.references(device).classifier
         with torch.no_grad():
             grades = clf(images.to(device)).argmax(1).cpu()
