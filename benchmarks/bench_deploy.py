@@ -55,6 +55,18 @@ VARIANTS = [
 ]
 
 
+NOTES = """Rows 1-4 switch the speed-ups on one at a time, each a fresh deployment (SuperLink, 3
+SuperNodes, TLS, SuperNode authentication, loopback); the last row is what `fedsilo deploy` does
+by default. Seconds per round: median gap between successive round-end checkpoints (rounds 2..R;
+a round = train + evaluate exchange). Weights: `final.pt` equal to the local engine's, bit for bit.
+What no fedsilo setting removes (Flower 1.41, read from its source): the SuperNode sleeps a fixed
+3 s after every empty poll of the SuperLink (`start_client_internal`, no option), so every message
+exchange costs up to 3 s; and both the SuperNode and the ServerApp fetch a message's arrays with a
+back-off starting at 1 s (doubling to 10 s) when they see the message before its arrays were
+uploaded, which a fast poll and a loaded machine make likely. The worker's log splits each task
+into pull/app/push seconds."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -238,7 +250,7 @@ def run(quick: bool = False, chaos: bool = False, variants: str = "all") -> str:
         else:
             notes.append("FedGIN CHAOS row not run here (`--chaos`; needs ../shared/data, 10+ min per engine).")
     body = table(header, rows)
-    return body + ("\n\n" + "\n".join(notes) if notes else "")
+    return body + ("\n\n" + "\n".join(notes) if notes else "") + "\n\n" + NOTES
 
 
 def main() -> int:
