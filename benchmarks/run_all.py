@@ -15,7 +15,7 @@ from benchmarks.common import table, write_section
 
 #: The poisoning study (``bench_poisoning``) has its own target, ``make bench-poisoning`` (about 25 min),
 #: and still runs here with ``--only poisoning``.
-BENCHMARKS = ["framework", "engine", "scale", "cluster", "messages", "augment", "dp", "secagg"]
+BENCHMARKS = ["framework", "engine", "scale", "cluster", "messages", "augment", "dp", "secagg", "deploy"]
 
 
 def main() -> int:

@@ -196,6 +196,8 @@ def test_end_to_end_matches_local_engine_and_refuses_unknown_nodes(deployment, t
     assert sorted({r["scope"] for r in metrics(out)}) == ["global", *SITES]
     assert json.loads((out / "env.json").read_text())["engine"] == "deployment"
     assert (out / "report.html").is_file() and (out / "checkpoints" / "latest.pt").is_file()
+    # one long-lived ClientApp worker per site: its data set was read once for all of the run's messages
+    assert deployment.log("node-site-1").read_text(errors="replace").count("Loaded train split") == 1
     # the intruder was refused by the SuperLink and gave up (Flower exit code 305)
     wait_for(lambda: intruder.poll() is not None, "the unregistered SuperNode to be refused", 120)
     assert intruder.returncode != 0

@@ -234,7 +234,7 @@ def cmd_deploy(args: argparse.Namespace, tty: bool) -> int:
         return launch.run_superlink(args.certs, args.address, database=args.database)
     if args.deploy_command == "supernode":
         return launch.run_supernode(args.certs, args.site, args.data, args.superlink, port=args.port,
-                                    ledger=args.ledger, max_epsilon=args.max_epsilon)
+                                    ledger=args.ledger, max_epsilon=args.max_epsilon, isolation=args.isolation)
     if args.deploy_command == "split-data":
         from fedsilo.config import load_config
         from fedsilo.deploy.sites import write_site_folders

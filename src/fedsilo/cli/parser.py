@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--ledger", help="folder of the site's own privacy ledger (default: privacy-ledger/ beside its key)")
     sn.add_argument("--max-epsilon", type=float, default=0.0,
                     help="the site's own epsilon cap per study, whatever the coordinator's config says (0 = none)")
+    sn.add_argument("--isolation", choices=["worker", "subprocess"], default="worker",
+                    help="worker (default): one long-lived ClientApp process keeps data, model and caches warm; "
+                         "subprocess: Flower's own, a new ClientApp process per message")
     dr = dsub2.add_parser("run", help="run an experiment on the deployment; results in a run folder")
     dr.add_argument("config", nargs="?", help="experiment TOML file")
     dr.add_argument("--superlink", default="127.0.0.1:9093", help="HOST:PORT of the SuperLink")

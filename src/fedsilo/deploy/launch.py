@@ -10,6 +10,14 @@ fedsilo builds the command lines and checks their inputs; Flower's own processes
   'data-path=".." site-name=".." site-index=N' --port``. Runtime dependency installation is off
   by default on a SuperNode (Flower's ``--allow-runtime-dependency-installation`` is not passed):
   the ClientApp runs from the installed fedsilo package, nothing is downloaded at a site.
+
+Process model of a site (``--isolation``): ``worker`` (default) starts the SuperNode with
+``--isolation process`` and serves its ClientApp tasks from this process, which stays alive with
+its imports, data set, model and caches warm (:mod:`fedsilo.deploy.worker`); ``subprocess`` is
+Flower's own model, a new ``flwr-clientapp`` process per message. Flower's SuperExec (started by
+the SuperLink for the ServerApp, and by a SuperNode in ``subprocess`` mode) polls for tasks every
+``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` seconds: the launcher sets it to ``SUPEREXEC_POLL`` unless
+the environment already sets it.
 """
 
 from __future__ import annotations
@@ -39,12 +47,18 @@ from fedsilo.deploy.checks import (
 logger = logging.getLogger(__name__)
 
 CONNECTION = "fedsilo"
+ISOLATIONS = ("worker", "subprocess")
+#: Seconds between a SuperExec's task polls (Flower's default is 1 s; it accepts 0.01 to 60).
+SUPEREXEC_POLL = "0.05"
+SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 
 
 def flower_env(home: Path | None = None) -> dict[str, str]:
-    """The environment for Flower's processes: this interpreter's scripts first on PATH."""
+    """The environment for Flower's processes: this interpreter's scripts first on PATH, the
+    SuperExec's task poll interval ``SUPEREXEC_POLL`` unless the environment sets one."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL)
     if home is not None:
         env["FLWR_HOME"] = str(home)
     return env
@@ -67,10 +81,14 @@ def superlink_command(certs: Path, host: str, port: int, database: Path) -> list
 
 
 def supernode_command(bundle: SiteBundle, superlink: str, data: Path, port: int, ledger: Path | None = None,
-                      max_epsilon: float = 0.0) -> list[str]:
+                      max_epsilon: float = 0.0, isolation: str = "worker") -> list[str]:
     """The ``flower-supernode`` command line for one site; its privacy ledger lives in ``ledger``
     (default: ``privacy-ledger/`` beside the site's private key), and what it keeps between rounds
-    (optimiser state, its own discriminator: :mod:`fedsilo.federation.site_memory`) in ``site-state/`` there."""
+    (optimiser state, its own discriminator: :mod:`fedsilo.federation.site_memory`) in ``site-state/`` there.
+    With ``isolation = "worker"`` the SuperNode runs no ClientApp itself (``--isolation process``):
+    :mod:`fedsilo.deploy.worker` does."""
+    if isolation not in ISOLATIONS:
+        raise DeployError(f"--isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
     ledger = ledger or bundle.private_key.parent / "privacy-ledger"
     node_config = (f'data-path="{data}" site-name="{bundle.name}" site-index={bundle.index} '
                    f'privacy-ledger="{Path(ledger).resolve()}" '
@@ -78,7 +96,7 @@ def supernode_command(bundle: SiteBundle, superlink: str, data: Path, port: int,
                    + (f" max-epsilon={float(max_epsilon)}" if max_epsilon else ""))
     return [_exe("flower-supernode"), "--root-certificates", str(bundle.ca_cert), "--superlink", superlink,
             "--auth-supernode-private-key", str(bundle.private_key), "--node-config", node_config,
-            "--port", str(port)]
+            "--port", str(port), *(["--isolation", "process"] if isolation == "worker" else [])]
 
 
 def write_connection(home: Path, superlink: str, ca: Path) -> None:
@@ -196,8 +214,11 @@ def run_superlink(certs: str | Path, address: str = "0.0.0.0:9093", *, database:
 
 
 def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str, *, port: int = 9094,
-                  check_tls: bool = True, ledger: str | Path | None = None, max_epsilon: float = 0.0) -> int:
-    """Start one site's SuperNode (replaces this process with ``flower-supernode``).
+                  check_tls: bool = True, ledger: str | Path | None = None, max_epsilon: float = 0.0,
+                  isolation: str = "worker") -> int:
+    """Start one site's SuperNode and, with ``isolation = "worker"``, serve its ClientApp tasks from
+    this process until the SuperNode exits (returns its exit status); with ``"subprocess"`` this
+    process is replaced by ``flower-supernode`` (a new ClientApp process per message).
 
     Parameters
     ----------
@@ -216,6 +237,8 @@ def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str
         The site's own privacy ledger folder (default ``privacy-ledger/`` beside its private key)
         and epsilon cap (0 = the study's ``privacy.max_epsilon`` only); see
         :mod:`fedsilo.federation.ledger`.
+    isolation
+        ``worker`` (one long-lived ClientApp process) or ``subprocess`` (Flower's, one per message).
     """
     if max_epsilon < 0:
         raise DeployError(f"--max-epsilon must be >= 0, got {max_epsilon}")
@@ -229,9 +252,23 @@ def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str
         raise DeployError(f"--data {data}: no such file or folder")
     if check_tls and not tls_handshake(host, link_port, bundle.ca_cert):
         logger.warning("No SuperLink answers at %s yet; the SuperNode will keep retrying", superlink)
-    cmd = supernode_command(bundle, superlink, data, port, Path(ledger) if ledger else None, max_epsilon)
+    cmd = supernode_command(bundle, superlink, data, port, Path(ledger) if ledger else None, max_epsilon, isolation)
     logger.info("Starting SuperNode of %s: %s", site, " ".join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(cmd[0], cmd, flower_env())
-    return 0  # pragma: no cover - execve does not return
+    if isolation == "subprocess":
+        os.execve(cmd[0], cmd, flower_env())
+        return 0  # pragma: no cover - execve does not return
+    from fedsilo.deploy.worker import serve
+
+    proc = subprocess.Popen(cmd, env=flower_env())
+    _forward_signals(proc)
+    try:
+        return serve(f"127.0.0.1:{port}", proc)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

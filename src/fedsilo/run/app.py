@@ -9,6 +9,7 @@ Either way the rounds are :class:`~fedsilo.federation.server_app.FederatedRounds
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsilo.config import load_config
+from fedsilo.federation.grids import PollingGrid
 from fedsilo.federation.server_app import FederatedRounds, server_app
 from fedsilo.run.folder import RunDir
 from fedsilo.run.load import initial_weights
@@ -50,5 +52,18 @@ def _run_from_context(context: Context) -> RunDir:
     return RunDir.create(out, cfg, engine="deployment")
 
 
+#: ``FEDSILO_GRID_POLL=flower`` keeps Flower's own ``send_and_receive`` (a pull every 3 s) in a
+#: deployment; by default replies are pulled with back-off from 10 ms (:class:`PollingGrid`).
+GRID_POLL_ENV = "FEDSILO_GRID_POLL"
+
+
+def deployment_grid(grid: Grid) -> Grid:
+    """The SuperLink's grid as the deployment's rounds use it (see ``GRID_POLL_ENV``)."""
+    mode = os.environ.get(GRID_POLL_ENV, "backoff")
+    if mode not in ("backoff", "flower"):
+        raise ValueError(f"{GRID_POLL_ENV} must be 'backoff' or 'flower', got {mode!r}")
+    return grid if mode == "flower" else PollingGrid(grid)
+
+
 #: The ServerApp of ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml).
-app = server_app(lambda grid, context: run_federated(grid, _run_from_context(context)))
+app = server_app(lambda grid, context: run_federated(deployment_grid(grid), _run_from_context(context)))
