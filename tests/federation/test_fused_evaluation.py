@@ -109,14 +109,15 @@ def test_a_resumed_fused_run_scores_the_pending_round_once(tiny_cfg, tmp_path):
     assert _pending(cut) is None  # the last round is scored by its own exchange
 
 
-def test_a_run_stopping_early_still_scores_its_last_round_at_the_sites(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_run_stopping_early_still_scores_its_last_round_at_the_sites(tiny_cfg, tmp_path, every):
+    # (eval_every = 2: round 1 is evaluated only because the run stops after it)
     probe = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=1"), tmp_path / "probe")
     eps = max(r["train_epsilon"] for r in _rows(probe.path) if "train_epsilon" in r)
-    cap = f"privacy.max_epsilon={eps * 1.2}"  # one round fits, two do not: round 2 never starts
-    fused = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=3", cap, "federation.fused_evaluation=on"),
-                      tmp_path / "fused")
-    plain = start_run(tiny_cfg(*SAMPLE_DP, "federation.rounds=3", cap, "federation.fused_evaluation=off"),
-                      tmp_path / "plain")
+    settings = (*SAMPLE_DP, "federation.rounds=3", f"federation.eval_every={every}",
+                f"privacy.max_epsilon={eps * 1.2}")  # one round fits, two do not: round 2 never starts
+    fused = start_run(tiny_cfg(*settings, "federation.fused_evaluation=on"), tmp_path / "fused")
+    plain = start_run(tiny_cfg(*settings, "federation.fused_evaluation=off"), tmp_path / "plain")
     a, b = _rows(fused.path), _rows(plain.path)
     assert any(r.get("stopped_early") for r in a) and max(r["round"] for r in a) == 1
     assert len(_val(a)) == 3 and _val(a) == _val(b)  # site-1, site-2 and global, of round 1

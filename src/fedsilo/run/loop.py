@@ -174,8 +174,8 @@ def _rounds(executor: RoundExecutor, run: RunDir, ckpt: dict[str, Any] | None, t
             on_round_end(rnd)
     if stopped is not None:
         logger.warning("Stopping %s after round %d of %d: %s", run.path, last, rounds, stopped)
-        rows = executor.evaluate_pending()  # (fused evaluation: round `last`'s sites, when they wait)
-        rows += executor.evaluate(last) if last and last % every else []
+        rows = executor.evaluate(last) if last and last % every else []
+        rows += executor.evaluate_pending()  # (fused evaluation: round `last`'s sites, when they still wait)
         rows.append(Row("global", {"stopped_early": 1, "stop_reason": stopped}))
         _record(run, tracker, last, rows)
     final = executor.final_state()
