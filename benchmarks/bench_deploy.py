@@ -1,6 +1,6 @@
 """Deployment timing: the same config on the local engine and on a loopback deployment (issue 18).
 
-    python -m benchmarks.bench_deploy [--quick] [--chaos] [--variants all|final]
+    python -m benchmarks.bench_deploy [--quick] [--chaos] [--variants all|final] [--rounds N]
 
 The deployment is what ``fedsilo deploy`` starts at real sites, on one machine: a SuperLink with
 TLS and SuperNode authentication, 3 SuperNodes (each ``fedsilo deploy supernode``), and
@@ -15,7 +15,12 @@ Variants switch the speed-ups on one at a time (each a fresh deployment):
    grid's 3 s reply poll (``FEDSILO_GRID_POLL=flower``), SuperExec task poll 1 s.
 2. + the grid pulls replies with back-off (10 ms doubling to 0.5 s).
 3. + SuperExec task poll 0.05 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``, set by the launcher).
-4. + one long-lived ClientApp worker per site (``--isolation worker``, the default).
+4. + one long-lived ClientApp worker per site (``--isolation worker``, the default), evaluation
+   in its own exchange (``federation.fused_evaluation = "off"``).
+5. + evaluation fused into the next round's training message (``federation.fused_evaluation``'s
+   default in a deployment): one exchange per round instead of two.
+
+``--variants final`` runs the last two (what fusing saves, on the default deployment).
 
 ``--chaos`` adds the FedGIN CHAOS config (100 rounds of 5 local steps; needs ../shared/data, about
 10+ minutes per engine on 2 cores), final variant only.
@@ -24,6 +29,7 @@ Variants switch the speed-ups on one at a time (each a fresh deployment):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -46,19 +52,25 @@ CHAOS = REPO / "configs" / "fedgin-chaos.toml"
 DATA = REPO.parent / "shared" / "data"
 SITES = ["site-1", "site-2", "site-3"]
 
-#: (label, SuperNode isolation, environment of the deployment's processes)
+UNFUSED = ["federation.fused_evaluation=off"]
+#: (label, SuperNode isolation, environment of the deployment's processes, config overrides)
 VARIANTS = [
-    ("Flower's defaults", "subprocess", {"FEDSILO_GRID_POLL": "flower", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "1.0"}),
-    ("+ grid reply poll with back-off", "subprocess", {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "1.0"}),
-    ("+ SuperExec task poll 0.05 s", "subprocess", {}),
-    ("+ long-lived ClientApp worker per site (default)", "worker", {}),
+    ("Flower's defaults", "subprocess", {"FEDSILO_GRID_POLL": "flower", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "1.0"},
+     UNFUSED),
+    ("+ grid reply poll with back-off", "subprocess", {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "1.0"}, UNFUSED),
+    ("+ SuperExec task poll 0.05 s", "subprocess", {}, UNFUSED),
+    ("+ long-lived ClientApp worker per site", "worker", {}, UNFUSED),
+    ("+ evaluation fused into the training message (default)", "worker", {}, []),
 ]
 
 
-NOTES = """Rows 1-4 switch the speed-ups on one at a time, each a fresh deployment (SuperLink, 3
+NOTES = """The rows switch the speed-ups on one at a time, each a fresh deployment (SuperLink, 3
 SuperNodes, TLS, SuperNode authentication, loopback); the last row is what `fedsilo deploy` does
 by default. Seconds per round: median gap between successive round-end checkpoints (rounds 2..R;
-a round = train + evaluate exchange). Weights: `final.pt` equal to the local engine's, bit for bit.
+a round = train + evaluate exchange, or one exchange with fused evaluation, whose last round adds
+an evaluation exchange of its own). Weights: `final.pt` equal to the local engine's, bit for bit;
+validation rows: every `val_*` row of metrics.jsonl (per site and global, per round) equal to the
+local engine's (which evaluates in its own exchange).
 What no fedsilo setting removes (Flower 1.41, read from its source): the SuperNode sleeps a fixed
 3 s after every empty poll of the SuperLink (`start_client_internal`, no option), so every message
 exchange costs up to 3 s; and both the SuperNode and the ServerApp fetch a message's arrays with a
@@ -143,6 +155,12 @@ def _identical(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+def _validation(path: Path) -> list[dict]:
+    """Every validation row (per site and global) of a run, in round and scope order."""
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return sorted((r for r in rows if any(k.startswith("val_") for k in r)), key=lambda r: (r["round"], r["scope"]))
+
+
 def run_local(cfg: Path, sets: list[str], root: Path) -> tuple[float, float, Path]:
     root.mkdir(parents=True, exist_ok=True)
     out = root / "local"
@@ -218,24 +236,26 @@ def _chaos_case(root: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def _row(label: str, local: tuple[float, float, Path], dep: tuple[float, float, Path], rounds: int) -> list[object]:
+    same_val = _validation(dep[2]) == _validation(local[2])
     return [label, f"{dep[1]:.2f}", f"{local[1]:.2f}", f"{dep[1] / local[1]:.1f}x", f"{dep[0]:.0f}", f"{local[0]:.0f}",
-            f"{dep[0] / local[0]:.2f}x", "yes" if _identical(dep[2], local[2]) else "NO", rounds]
+            f"{dep[0] / local[0]:.2f}x", "yes" if _identical(dep[2], local[2]) else "NO",
+            "yes" if same_val else "NO", rounds]
 
 
-def run(quick: bool = False, chaos: bool = False, variants: str = "all") -> str:
-    rounds = 3 if quick else 5
+def run(quick: bool = False, chaos: bool = False, variants: str = "all", rounds: int | None = None) -> str:
+    rounds = rounds or (3 if quick else 5)
     sets = [f"federation.rounds={rounds}"]
     header = ["config / deployment", "s per round (deploy)", "s per round (local)", "ratio", "run s (deploy)",
-              "run s (local)", "ratio", "weights bit-identical", "rounds"]
+              "run s (local)", "ratio", "weights bit-identical", "validation rows identical", "rounds"]
     rows = []
-    chosen = VARIANTS if variants == "all" else VARIANTS[-1:]
+    chosen = VARIANTS if variants == "all" else VARIANTS[-2:]
     with tempfile.TemporaryDirectory(prefix="fsdeploy") as tmp:
         root = Path(tmp)
         cfg, data = _quick_case(root, sets)
         local = run_local(cfg, sets, root / "quick")
-        for i, (label, isolation, extra) in enumerate(chosen):
+        for i, (label, isolation, extra, more) in enumerate(chosen):
             print(f"  quick-classify, {label}", flush=True)
-            dep = run_deployment(cfg, sets, data, root / f"quick-{i}", isolation, extra)
+            dep = run_deployment(cfg, sets + more, data, root / f"quick-{i}", isolation, extra)
             rows.append(_row(f"quick-classify: {label}", local, dep, rounds))
         notes = []
         if chaos and not (DATA / "chaos_mr_t2").is_dir():
@@ -244,7 +264,7 @@ def run(quick: bool = False, chaos: bool = False, variants: str = "all") -> str:
             croot = root / "chaos"
             ccfg, cdata = _chaos_case(croot)
             clocal = run_local(ccfg, [], croot)
-            label, isolation, extra = VARIANTS[-1]
+            label, isolation, extra, _ = VARIANTS[-1]
             rows.append(_row(f"FedGIN CHAOS 100x5: {label}", clocal,
                              run_deployment(ccfg, [], cdata, croot / "dep", isolation, extra), 100))
         else:
@@ -260,12 +280,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5")
     parser.add_argument("--chaos", action="store_true", help="also the FedGIN CHAOS config (needs ../shared/data)")
     parser.add_argument("--variants", choices=["all", "final"], default="all",
-                        help="all: the speed-ups one at a time; final: only the default deployment")
+                        help="all: the speed-ups one at a time; final: the default deployment, without and with "
+                             "fused evaluation")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of quick-classify (default 3 with --quick, "
+                                                                  "else 5)")
     args = parser.parse_args()
     start = time.monotonic()
-    body = run(quick=args.quick, chaos=args.chaos, variants=args.variants)
+    body = run(quick=args.quick, chaos=args.chaos, variants=args.variants, rounds=args.rounds)
     command = "python -m benchmarks.bench_deploy" + "".join(
         f" {flag}" for flag, on in (("--quick", args.quick), ("--chaos", args.chaos)) if on)
+    command += f" --variants {args.variants}" + (f" --rounds {args.rounds}" if args.rounds else "")
     write_section(NAME, TITLE, command, body, start)
     print(body)
     return 0

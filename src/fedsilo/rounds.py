@@ -20,10 +20,16 @@ SITE_DONE = "site-done"
 
 @dataclass
 class Row:
-    """One metrics.jsonl line without its round: a scope ("global" or a site) and values."""
+    """One metrics.jsonl line without its round: a scope ("global" or a site) and values.
+
+    ``round`` is set only on a row that describes an earlier round than the one it is returned
+    with: fused evaluation's validation rows, returned with round r+1's training rows, describe
+    the global model after round r.
+    """
 
     scope: str
     values: dict[str, Any] = field(default_factory=dict)
+    round: int | None = None
 
 
 @dataclass

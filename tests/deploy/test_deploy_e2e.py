@@ -194,6 +194,12 @@ def test_end_to_end_matches_local_engine_and_refuses_unknown_nodes(deployment, t
     a, b = final_model(out), final_model(local.path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted({r["scope"] for r in metrics(out)}) == ["global", *SITES]
+    # evaluation fused into the training messages (a deployment's default) logs the validation rows of the
+    # local engine's separate exchange; round 1's arrived with round 2's training (after round 1's test row)
+    rows = metrics(out)
+    val = lambda rs: sorted((r for r in rs if "val_kappa" in r), key=lambda r: (r["round"], r["scope"]))  # noqa: E731
+    assert len(val(rows)) == 2 * (len(SITES) + 1) and val(rows) == val(metrics(local.path))
+    assert rows.index(val(rows)[0]) > next(i for i, r in enumerate(rows) if r["round"] == 1 and "test_kappa" in r)
     assert json.loads((out / "env.json").read_text())["engine"] == "deployment"
     assert (out / "report.html").is_file() and (out / "checkpoints" / "latest.pt").is_file()
     # one long-lived ClientApp worker per site: its data set was read once for all of the run's messages

@@ -24,6 +24,8 @@ StrategyName = Literal[
     "fedbn",
 ]
 
+FusedEvaluationMode = Literal["auto", "on", "off"]
+
 
 @dataclass
 class StrategySection:
@@ -86,6 +88,21 @@ class FederationSection:
         1, "Minimum sites sampled and minimum valid updates per round; fewer stops the run with an error.", ge=1
     )
     eval_every: int = param(1, "Sites evaluate the global model on their validation split every N rounds.", ge=1)
+    fused_evaluation: FusedEvaluationMode = param(
+        "auto",
+        "Fuse the sites' validation into the next training message: in round r+1 each sampled site first scores "
+        "the global model it received (the aggregate of round r) on its validation split, then trains, and returns "
+        "both; the coordinator logs those rows as round r's, the same numbers a separate evaluation exchange gives, "
+        "so a round is one message exchange instead of two. Sites not sampled in round r+1 get an evaluation "
+        "message in the same exchange, so every site is still scored; a site that does not answer that message "
+        "has no validation row for round r. The last round's model (and that of a run stopping early) is scored "
+        "by its own evaluation exchange. Validation metrics are never mixed into the training metrics the strategy "
+        "aggregates, and, as evaluation replies, are not covered by a DP guarantee. auto = on in a deployment "
+        "(`fedsilo deploy run`, where every exchange costs seconds), off in the local and simulation engines; "
+        "on; off. Never with federation.secure_aggregation, a weight average of the released model (a GAN's "
+        "EMA generator: the sites score other weights than they train) or federated test metrics "
+        "(gan.evaluation = 'federated'): those keep the separate exchange.",
+    )
     timeout: float = param(3600.0, "Seconds to wait for site replies each round.", gt=0.0)
     site_names: list[str] = param([], "Names of the sites (default site-1 ... site-N).")
     strategy: StrategySection = section(StrategySection, "Aggregation strategy.")

@@ -35,10 +35,12 @@ from fedsilo.federation.messages import (
     CONFIG_TOML,
     EVAL_REQUEST,
     EVAL_STATS,
+    EVALUATE_FIRST,
     METRICS,
     NUM_EXAMPLES,
     SITE,
     SITE_STATE,
+    VALIDATION,
     arrays_to_numpy,
     arrays_to_state,
     state_to_arrays,
@@ -175,7 +177,9 @@ def site_info(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One round of local training from the received global weights."""
+    """One round of local training from the received global weights; with ``evaluate-first`` in
+    the config (fused evaluation) the site first scores those weights on its validation split and
+    returns the metrics in a ``validation`` record beside the update."""
     job = site_job(msg, context)
     model = _model_from(job, msg)
     conf = msg.content.config_records[CONFIG]
@@ -191,7 +195,7 @@ def train(msg: Message, context: Context) -> Message:
         site_name=job.site.name,
         device=job.device,
         proximal_mu=float(conf.get("proximal-mu", 0.0)),
-        config={k: v for k, v in conf.items() if k != CONFIG_TOML},
+        config={k: v for k, v in conf.items() if k not in (CONFIG_TOML, EVALUATE_FIRST)},
         site_state=state,
         carry=carry,
     )
@@ -199,6 +203,8 @@ def train(msg: Message, context: Context) -> Message:
     private = job.cfg.privacy.mode == "sample" and job.cfg.privacy.active
     if ledger is not None and private:
         ledger.reconcile(job.cfg.experiment.name, state, job.cfg.privacy.accountant)
+    # fused evaluation: the received weights (with the site's kept arrays, as evaluate loads them), before training
+    validation = _validation(job, model) if EVALUATE_FIRST in conf else None
     start = time.perf_counter()
     result = train_site(job.task, model, job.site.train, ctx)
     if ledger is not None and private:
@@ -216,6 +222,8 @@ def train(msg: Message, context: Context) -> Message:
     })
     if ctx.site_state:
         content[SITE_STATE] = ConfigRecord(ctx.site_state)
+    if validation is not None:
+        content[VALIDATION] = validation
     return Message(content, reply_to=msg)
 
 
@@ -228,12 +236,16 @@ def evaluate(msg: Message, context: Context) -> Message:
     memory = _memory(job, msg, context) if job.task.site_kept_keys() else None
     if memory is not None:  # the site's own kept arrays (e.g. its discriminator), as of this round
         begin_round(memory, model, int(msg.content.config_records[CONFIG].get("server-round", 0)) + 1)
-    metrics = job.task.evaluate_site(model, job.site.val, job.device)
-    n = int(metrics.pop("n", len(job.site.val)))
-    record = MetricRecord({NUM_EXAMPLES: n, **{f"val_{k}": float(v) for k, v in metrics.items()}})
-    content = RecordDict({METRICS: record})
+    content = RecordDict({METRICS: _validation(job, model)})
     request = msg.content.array_records.get(EVAL_REQUEST)
     if request is not None:
         content[EVAL_STATS] = state_to_arrays(job.task.site_statistics(job.site, arrays_to_numpy(request),
                                                                        job.device))
     return Message(content, reply_to=msg)
+
+
+def _validation(job: SiteJob, model: torch.nn.Module) -> MetricRecord:
+    """The site's validation metrics of ``model`` (``val_`` prefixed, ``num-examples`` the weight)."""
+    metrics = job.task.evaluate_site(model, job.site.val, job.device)
+    n = int(metrics.pop("n", len(job.site.val)))
+    return MetricRecord({NUM_EXAMPLES: n, **{f"val_{k}": float(v) for k, v in metrics.items()}})

@@ -31,6 +31,12 @@ QUERY_SITE_INFO = "query.site_info"
 #: (an ArrayRecord, e.g. a GAN's generated features) and the site's statistics in reply.
 EVAL_REQUEST = "eval-request"
 EVAL_STATS = "eval-stats"
+#: Fused evaluation (``federation.fused_evaluation``): the training message's config key asking the
+#: site to score the weights it received on its validation split before it trains (the value: the
+#: round those weights are the aggregate of), and the reply's MetricRecord of those metrics (as an
+#: evaluation reply's ``metrics``: ``num-examples`` and ``val_*``), kept apart from the training metrics.
+EVALUATE_FIRST = "evaluate-first"
+VALIDATION = "validation"
 
 
 class KeptArray(Array):

@@ -28,6 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsilo import progress
 from fedsilo.config import ExperimentConfig, dumps
+from fedsilo.federation.fused_eval import FusedEvaluation
 from fedsilo.federation.grids import SubsetGrid
 from fedsilo.federation.messages import (
     ARRAYS,
@@ -66,7 +67,7 @@ from fedsilo.tasks import make_task
 logger = logging.getLogger(__name__)
 
 
-class FederatedRounds:
+class FederatedRounds(FusedEvaluation):
     """Round executor of a federated (or local-reference) run over a Flower Grid.
 
     Parameters
@@ -81,10 +82,12 @@ class FederatedRounds:
         Where per-round files of the task go (sample grids, overlays).
     started_with
         Site names a resumed run started with (``sites.json``); empty for a new run.
+    deployed
+        Whether the sites are a deployment's SuperNodes (``federation.fused_evaluation = "auto"`` fuses there).
     """
 
     def __init__(self, grid: Grid, cfg: ExperimentConfig, initial: Mapping[str, torch.Tensor], *,
-                 out_dir: Path, started_with: list[str] | None = None) -> None:
+                 out_dir: Path, started_with: list[str] | None = None, deployed: bool = False) -> None:
         self.grid = grid
         self.cfg = cfg
         self.out_dir = Path(out_dir)
@@ -108,6 +111,7 @@ class FederatedRounds:
             logger.warning("federation.validation's norm bounds are ignored in experiment.mode = %r (sites do not "
                            "share an aggregate)", cfg.experiment.mode)
         self._test: Any = None
+        self._setup_fusion(deployed)  # federation.fused_evaluation (fused_eval)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -209,6 +213,8 @@ class FederatedRounds:
         fed = self.cfg.federation
         if not fed.secure_aggregation:
             self._sent = {m.metadata.dst_node_id: m.content.array_records[ARRAYS] for m in messages}
+            if self.pending_evaluation is not None:  # the last round's evaluation rides on these messages
+                return self._fused_send(sampled, messages), None
             return self._send(messages), None
         # distributed DP weighs every site 1; otherwise by its training examples
         client_dp = self.cfg.privacy.mode == "client" and self.cfg.privacy.active
@@ -299,7 +305,7 @@ class FederatedRounds:
                                    "round_seconds": time.perf_counter() - start,
                                    "message_bytes": self.arrays.count_bytes(),
                                    **strategy_metrics}))
-        return rows
+        return self._late_rows() + rows  # (fused evaluation: the round before's validation rows first)
 
     def _bound_norms(self, rnd: int, valid: list[Message], rows: list[Row]) -> list[Message]:
         """The replies of ``valid`` that ``federation.validation``'s norm bounds reject; each site's
@@ -343,6 +349,7 @@ class FederatedRounds:
         # a task with federated test metrics asks every site for statistics (round 0 included)
         request = self.task.site_statistics_request(model, self.device) if model is not None else None
         released = state_to_arrays(self.ema.released(arrays_to_state(self.arrays))) if self.ema.active else None
+        sites = sites and not self._defer(rnd, request)  # fused: scored with the next round's training messages
         exchange = (evaluate_sites(self, rnd, request, released)
                     if self.sites and (sites or request is not None) else None)
         if sites and exchange is not None:
@@ -367,13 +374,15 @@ class FederatedRounds:
 
     def state_dict(self) -> dict[str, Any]:
         return {"arrays": dict(arrays_to_numpy(self.arrays)), "strategy": strategy_state(self.strategy),
-                "site_state": dict(self.site_state), "ema": self.ema.state_dict()}
+                "site_state": dict(self.site_state), "ema": self.ema.state_dict(),
+                "pending_evaluation": self.pending_evaluation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.arrays = state_to_arrays(state["arrays"])
         self.ema.load_state_dict(state.get("ema"))
         load_strategy_state(self.strategy, state["strategy"])
         self.site_state = dict(state.get("site_state", {}))
+        self.pending_evaluation = state.get("pending_evaluation")  # (fused evaluation; older checkpoints: None)
 
     def final_state(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.ema.final(arrays_to_state(self.arrays)), "mode": self.cfg.experiment.mode}

@@ -11,12 +11,12 @@ statistics, in site order, for the task to combine.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Message
 
 from fedsilo.federation.messages import (
     EVAL_REQUEST,
@@ -49,17 +49,26 @@ def evaluate_sites(rounds: Any, rnd: int, request: Mapping[str, np.ndarray] | No
     imported here: server_app imports this module). ``arrays`` are the weights the sites score
     (default: the round's aggregate; a GAN with an EMA sends the released generator).
     """
-    out = SiteEvaluation()
-    good = []
     messages = rounds._configure(rounds.strategy.configure_evaluate, rnd, rounds.sites, arrays)
     if request is not None:
         for msg in messages:
             msg.content[EVAL_REQUEST] = state_to_arrays(request)
     by_node = rounds._by_node
-    for reply in rounds._send(messages):
-        site = by_node.get(reply.metadata.src_node_id)
-        if site is None:
-            continue
+    answers = [(by_node[r.metadata.src_node_id], r) for r in rounds._send(messages) if r.metadata.src_node_id in by_node]
+    return collect_evaluations(rounds, rnd, answers, request)
+
+
+def collect_evaluations(rounds: Any, rnd: int, answers: Iterable[tuple[Any, Message]],
+                        request: Mapping[str, np.ndarray] | None = None) -> SiteEvaluation:
+    """Rows (and statistics) of evaluation replies, given as ``(site, reply)`` in site order: a
+    row per answering site, and the strategy's weighted ``global`` validation row (federated mode).
+
+    Fused evaluation (:mod:`fedsilo.federation.fused_eval`) passes its sites' validation records
+    here too, as stand-in evaluation replies, so both paths log the same numbers.
+    """
+    out = SiteEvaluation()
+    good = []
+    for site, reply in answers:
         if reply.has_error():
             logger.warning("Round %d: evaluation failed at %s: %s", rnd, site.name, reply.error.reason)
             continue

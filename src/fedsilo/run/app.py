@@ -26,11 +26,12 @@ from fedsilo.run.loop import run_rounds
 from fedsilo.tasks import make_task
 
 
-def run_federated(grid: Grid, run: RunDir, on_round_end: Callable[[int], None] | None = None) -> None:
-    """Run (or resume) the federated rounds of ``run`` over ``grid``."""
+def run_federated(grid: Grid, run: RunDir, on_round_end: Callable[[int], None] | None = None, *,
+                  deployed: bool = False) -> None:
+    """Run (or resume) the federated rounds of ``run`` over ``grid`` (``deployed``: a deployment's SuperLink)."""
     started_with = [str(s.get("name")) for s in run.read_sites()]
     executor = FederatedRounds(grid, run.cfg, initial_weights(make_task(run.cfg)), out_dir=run.path,
-                               started_with=started_with)
+                               started_with=started_with, deployed=deployed)
     run_rounds(executor, run, summary_key=f"test_{executor.task.primary_metric}", on_round_end=on_round_end)
 
 
@@ -66,4 +67,4 @@ def deployment_grid(grid: Grid) -> Grid:
 
 
 #: The ServerApp of ``flwr run .`` (``[tool.flwr.app.components]`` in pyproject.toml).
-app = server_app(lambda grid, context: run_federated(deployment_grid(grid), _run_from_context(context)))
+app = server_app(lambda grid, context: run_federated(deployment_grid(grid), _run_from_context(context), deployed=True))

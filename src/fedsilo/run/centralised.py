@@ -121,6 +121,9 @@ class CentralisedRounds:
             self.task.round_artifacts(model, rnd, self.run.path, self.device)
         return rows
 
+    def evaluate_pending(self) -> list[Row]:
+        return []  # (nothing is deferred: the pooled site is evaluated in place)
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                 "site_state": dict(self.site_state), "carry": dict(self.carry), "ema": self.ema.state_dict()}

@@ -290,6 +290,12 @@ class RunDir:
         with self.metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
+    def metrics_lines(self) -> int:
+        """How many lines metrics.jsonl holds (0 before the first)."""
+        if not self.metrics_path.exists():
+            return 0
+        return self.metrics_path.read_bytes().count(b"\n")
+
     def read_metrics(self) -> list[dict[str, Any]]:
         """All rows of metrics.jsonl (a torn last line from a killed process is skipped)."""
         rows = []
@@ -302,9 +308,10 @@ class RunDir:
                 logger.warning("Skipping a torn line in %s", self.metrics_path)
         return rows
 
-    def truncate_metrics(self, last_round: int) -> None:
-        """Drop rows of rounds after ``last_round`` (written after the last checkpoint)."""
-        rows = [r for r in self.read_metrics() if r.get("round", 0) <= last_round]
+    def truncate_metrics(self, last_round: int, lines: int | None = None) -> None:
+        """Drop rows of rounds after ``last_round`` (written after the last checkpoint) and, when
+        ``lines`` is given, every line after the first ``lines`` (the file as the checkpoint saw it)."""
+        rows = [r for r in self.read_metrics()[:lines] if r.get("round", 0) <= last_round]
         text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows)
         atomic_write_text(self.metrics_path, text)
 

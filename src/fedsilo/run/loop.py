@@ -40,6 +40,11 @@ class RoundExecutor(Protocol):
 
     def evaluate(self, rnd: int, *, sites: bool = True) -> list[Row]: ...
 
+    def evaluate_pending(self) -> list[Row]:
+        """A site evaluation deferred to the next round's training messages (fused evaluation), done
+        now because the run stops before them; [] when none is pending."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -81,12 +86,15 @@ def _summary(rows: list[Row], key: str) -> str:
 
 
 def _record(run: RunDir, tracker: Tracker, rnd: int, rows: list[Row]) -> None:
-    """Append ``rows`` to metrics.jsonl and hand them, grouped by scope, to the experiment tracker."""
-    scopes: dict[str, dict[str, Any]] = {}
+    """Append ``rows`` to metrics.jsonl and hand them, grouped by round and scope, to the experiment
+    tracker; a row with its own ``round`` (fused evaluation's, of the round before) is logged as that round's."""
+    rounds: dict[int, dict[str, dict[str, Any]]] = {}
     for row in rows:
-        run.log_metrics(rnd, row.scope, row.values)
-        scopes.setdefault(row.scope, {}).update(row.values)
-    tracker.log_round(rnd, scopes)
+        at = rnd if row.round is None else row.round
+        run.log_metrics(at, row.scope, row.values)
+        rounds.setdefault(at, {}).setdefault(row.scope, {}).update(row.values)
+    for at, scopes in rounds.items():
+        tracker.log_round(at, scopes)
 
 
 def run_rounds(
@@ -135,7 +143,8 @@ def _rounds(executor: RoundExecutor, run: RunDir, ckpt: dict[str, Any] | None, t
         executor.load_state_dict(ckpt["executor"])
         _restore_rng(ckpt["rng"])
         first = int(ckpt["round"]) + 1
-        run.truncate_metrics(int(ckpt["round"]))
+        # (the lines written with the checkpoint: not a fused evaluation's rows of its round logged after it)
+        run.truncate_metrics(int(ckpt["round"]), ckpt.get("metrics_lines"))
         logger.info("Resuming %s after round %d", run.path, first - 1)
     else:
         _record(run, tracker, 0, executor.evaluate(0, sites=False))
@@ -157,7 +166,8 @@ def _rounds(executor: RoundExecutor, run: RunDir, ckpt: dict[str, Any] | None, t
             if cfg.eval.keep_models:
                 run.save_round_model(rnd, executor.final_state())
         _record(run, tracker, rnd, rows)
-        run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states()})
+        run.save_checkpoint({"round": rnd, "executor": executor.state_dict(), "rng": _rng_states(),
+                             "metrics_lines": run.metrics_lines()})
         reporter.round_finished(rnd, _summary(rows, summary_key))
         last = rnd
         if on_round_end is not None:
@@ -165,6 +175,7 @@ def _rounds(executor: RoundExecutor, run: RunDir, ckpt: dict[str, Any] | None, t
     if stopped is not None:
         logger.warning("Stopping %s after round %d of %d: %s", run.path, last, rounds, stopped)
         rows = executor.evaluate(last) if last and last % every else []
+        rows += executor.evaluate_pending()  # (fused evaluation: round `last`'s sites, when they still wait)
         rows.append(Row("global", {"stopped_early": 1, "stop_reason": stopped}))
         _record(run, tracker, last, rows)
     final = executor.final_state()
