@@ -133,7 +133,7 @@ def val_stats(records: Sequence[Record], sites: int, method: str, mode: str, key
     return seed_stats(r.val.get(key, math.nan) for r in pick(records, sites, method, mode))
 
 
-def test_stats(records: Sequence[Record], sites: int, method: str, mode: str, key: str) -> SeedStats:
+def held_out_stats(records: Sequence[Record], sites: int, method: str, mode: str, key: str) -> SeedStats:
     return seed_stats((r.test or {}).get(key, math.nan) for r in pick(records, sites, method, mode))
 
 
@@ -184,7 +184,7 @@ def validation_rows(records: Sequence[Record], sites: int, names: Sequence[str],
     return rows
 
 
-def test_rows(records: Sequence[Record], sites: int, names: Sequence[str]) -> list[list[str]]:
+def held_out_rows(records: Sequence[Record], sites: int, names: Sequence[str]) -> list[list[str]]:
     """Per reported method and mode: mean ± std and the 95% interval of every test number."""
     rows = []
     for name in names:
@@ -192,7 +192,7 @@ def test_rows(records: Sequence[Record], sites: int, names: Sequence[str]) -> li
             group = pick(records, sites, name, mode)
             if not group:
                 continue
-            st = [test_stats(records, sites, name, mode, k) for k, _ in TEST_COLUMNS]
+            st = [held_out_stats(records, sites, name, mode, k) for k, _ in TEST_COLUMNS]
             rows.append([name, mode, str(len(group)), *(s.pm() for s in st)])
             rows.append(["", "95% CI", "", *(s.ci() for s in st)])
     return rows
@@ -238,7 +238,7 @@ def goal_rows(records: Sequence[Record], sites: int, names: Sequence[str]) -> li
                 ("precision", "precision, % of centralised", 100.0, "%", prec_min, False),
                 ("tstr_kappa", "TSTR kappa, % of centralised", 100.0, "%", TSTR_GOAL, False)):
             of_means, per_seed = ratio(records, sites, name, key)
-            cen = test_stats(records, sites, name, "centralised", key)
+            cen = held_out_stats(records, sites, name, "centralised", key)
             verdict = (_verdict(of_means * scale, bound, at_most) if math.isfinite(of_means)
                        else "not measured (unconditional generator)" if cen.n == 0 and key == "tstr_kappa"
                        else "undefined (centralised value 0)" if cen.n and cen.mean == 0 else "not measured")
@@ -264,7 +264,7 @@ def site_section(records: Sequence[Record], sites: int, names: Sequence[str], co
              combo_note + f"; selected (lowest federated validation FD of all rows): **{selected}**.",
              f"**Test split, read once, for the baseline and the selected configuration only** "
              f"({', '.join(reported)}): mean ± std over seeds, 95% CI (Student's t).",
-             markdown_table(["method", "mode", "n", *(c for _, c in TEST_COLUMNS)], test_rows(records, sites, reported)),
+             markdown_table(["method", "mode", "n", *(c for _, c in TEST_COLUMNS)], held_out_rows(records, sites, reported)),
              "**Issue 17's goals** (ratio of the means over seeds; per-seed ratios' mean and 95% CI in brackets)",
              markdown_table(["sites", "configuration", "measure", "value", "goal"], goal_rows(records, sites, reported))]
     return "\n\n".join(parts)
