@@ -107,12 +107,16 @@ class Study:
 
     def records(self, sites: int, method: Method) -> list[Record]:
         """Run (with ``rerun``) or load the runs of ``method``; MissingRuns names what is missing."""
-        out = []
+        out, missing = [], []
         for mode, seed, path, run_m in self.plan(sites, method):
-            sets = overrides(run_m, sites, mode, seed, self.base, self.scale, self.extra)
-            self._ensure(path, sets)
+            self._ensure(path, overrides(run_m, sites, mode, seed, self.base, self.scale, self.extra))
             if (path / "final.pt").is_file():
                 out.append(self._load(path, sites, method.name, mode, seed))
+            else:
+                missing.append(str(path))
+        if missing:
+            raise MissingRuns(f"{len(missing)} run(s) of {method.name} at {sites} sites have not finished (no "
+                              f"final.pt): {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
         return out
 
     def _ensure(self, path: Path, sets: list[str]) -> None:
@@ -157,8 +161,6 @@ def held_out_metrics(path: Path, split: str) -> dict[str, float]:
     cache = path / TEST_FILE
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))["metrics"]
-    import torch
-
     from fedsilo.run.load import load_state
     from fedsilo.seeding import resolve_device
     from fedsilo.tasks import make_task
@@ -171,8 +173,7 @@ def held_out_metrics(path: Path, split: str) -> dict[str, float]:
     model.load_state_dict(load_state(run)["model"])  # the released generator (the EMA one when kept)
     model.to(device).eval()
     logger.info("Reading the held-out split %r for %s", split, path)
-    with torch.no_grad():
-        metrics = {k: float(v) for k, v in task.evaluate(model, task.test_data(), device).items()}
+    metrics = {k: float(v) for k, v in task.evaluate(model, task.test_data(), device).items()}
     cache.write_text(json.dumps({"split": split, "metrics": metrics}, indent=1) + "\n", encoding="utf-8")
     return metrics
 
