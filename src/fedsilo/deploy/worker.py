@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 CLIENTAPP = "fedsilo.federation.client_app:app"
 POLL_MIN = 0.01
 POLL_MAX = 0.5
+#: Tries per message object before a task is given up (0.01 s doubling to 0.5 s: about two minutes).
+PULL_TRIES = 250
 
 
 class Backoff:
@@ -89,14 +91,17 @@ def _heartbeat_fn(client: Any) -> Callable[[], bool]:
     return beat
 
 
-def pull_task_input(client: Any, low: float = POLL_MIN, high: float = POLL_MAX) -> tuple[Any, Any, Any, Any]:
+def pull_task_input(client: Any, low: float = POLL_MIN, high: float = POLL_MAX,
+                    tries: int = PULL_TRIES) -> tuple[Any, Any, Any, Any]:
     """(message, context, run, app bundle) of the acquired task, as ``flwr-clientapp`` pulls them,
     except that the message's objects are re-requested after ``low`` seconds doubling to ``high``.
 
     A task becomes acquirable as soon as the SuperNode has the message's header, while it is
     still pulling the message's objects from the SuperLink; Flower's default back-off for an
     object not there yet starts at 1 s and grows to 10 s, which a task acquired within
-    milliseconds (as here) would otherwise wait through on most messages.
+    milliseconds (as here) would otherwise wait through on most messages. After ``tries`` tries
+    of an object (about two minutes) the task fails: a message whose objects never arrive (its
+    SuperLink crashed mid-transfer) must not hold the site's only worker from the next run's tasks.
     """
     from flwr.app import Message
     from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
@@ -120,7 +125,7 @@ def pull_task_input(client: Any, low: float = POLL_MIN, high: float = POLL_MAX) 
     message = pull_and_inflate_object_from_tree(
         tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
-        return_type=Message, max_tries_per_object=None, initial_backoff=low, backoff_cap=high)
+        return_type=Message, max_tries_per_object=tries, initial_backoff=low, backoff_cap=high)
     message.metadata.__dict__["_message_id"] = tree.object_id  # as flwr-clientapp: the id is not in the message
     return message, context, run, fab
 
@@ -167,7 +172,10 @@ def run_task(address: str, token: str) -> dict[str, float]:
                 push_message(client, reply, context)
         except Exception:  # noqa: BLE001 - the SuperNode's task expiry answers for the lost reply
             logger.exception("Failed to push the reply to the SuperNode")
-        push_task_output(client=client, context=context, sub_status=status, details=details)
+        try:
+            push_task_output(client=client, context=context, sub_status=status, details=details)
+        except Exception:  # noqa: BLE001 - e.g. a task whose input never arrived: the next task is served
+            logger.exception("Failed to report the task's end to the SuperNode")
         heartbeat.stop()
         client.close()
         steps["push"] = time.perf_counter() - pushed
