@@ -20,7 +20,6 @@ def test_shape_dtype_and_gradients_are_kept(policies):
     assert y.shape == x.shape == (6, 3, 16, 16) and y.dtype == x.dtype
     assert not torch.equal(y.detach(), x.detach())
     y.square().sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
     # every image gets a gradient of its own: the transform is differentiable per image
     assert (x.grad.flatten(1).abs().sum(1) > 0).all()
 

@@ -80,6 +80,16 @@ def superlink_command(certs: Path, host: str, port: int, database: Path) -> list
             "--database", str(database)]
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` if it still runs (killed after 10 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def supernode_command(bundle: SiteBundle, superlink: str, data: Path, port: int, ledger: Path | None = None,
                       max_epsilon: float = 0.0, isolation: str = "worker") -> list[str]:
     """The ``flower-supernode`` command line for one site; its privacy ledger lives in ``ledger``
@@ -204,12 +214,7 @@ def run_superlink(certs: str | Path, address: str = "0.0.0.0:9093", *, database:
                     len(read_public_keys(certs)))
         return proc.wait()
     except BaseException:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(proc)
         raise
 
 
@@ -266,9 +271,4 @@ def run_supernode(certs: str | Path, site: str, data: str | Path, superlink: str
     try:
         return serve(f"127.0.0.1:{port}", proc)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(proc)
