@@ -26,7 +26,7 @@ Needs ../shared/data/retinamnist (skipped, with the reason, when absent).
 Cost: 108 runs (+ 6 per number of sites for a combination of two or more options) of 900 local
 steps per site; measured on the shared 2-core machine (load 3-6): about 0.04 s per site and local
 step plus 0.5 s per round, i.e. 2.4 min per 3-site run and 6.4 min per 10-site run, so about 9 h
-in one process (about 6.5 h as two processes, ``--sites 3`` and ``--sites 10``); ``--scale 0.25``
+in one process (``--jobs 2 --set experiment.threads=1`` runs two at a time); ``--scale 0.25``
 at 3 sites took about 1 min per run.
 """
 
@@ -36,9 +36,11 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from benchmarks.common import RESULTS, write_section
@@ -95,9 +97,9 @@ class Study:
     """Plans, runs and loads the ablation's runs (see the module doc)."""
 
     def __init__(self, runs: Path, config: str, seeds: Sequence[int], scale: float, extra: Sequence[str],
-                 rerun: bool) -> None:
+                 rerun: bool, jobs: int = 1) -> None:
         self.runs, self.config, self.seeds, self.scale = runs, config, list(seeds), scale
-        self.extra, self.rerun = list(extra), rerun
+        self.extra, self.rerun, self.jobs = list(extra), rerun, jobs
         cfg = load_config(config)
         self.base = (cfg.federation.rounds, cfg.train.local_steps)
         self.test_split = cfg.data.test_split
@@ -111,11 +113,39 @@ class Study:
                 out.append((mode, seed, run_path(self.runs, sites, mode, run_m, seed), run_m))
         return out
 
+    def run_missing(self, sites: int, methods: Sequence[Method]) -> None:
+        """With ``rerun``, run (or finish) every unfinished run of ``methods`` at ``sites``, ``jobs``
+        at a time, each in its own process; a run that fails is logged and left unfinished (so
+        :meth:`records` names it). Refuses a folder that holds another config's run."""
+        todo: dict[Path, list[str]] = {}
+        for method in methods:
+            for mode, seed, path, run_m in self.plan(sites, method):
+                sets = overrides(run_m, sites, mode, seed, self.base, self.scale, self.extra)
+                self._check(path, sets)
+                if self.rerun and not (path / "final.pt").is_file():
+                    todo[path] = sets
+        if not todo:
+            return
+        logger.info("%d run(s) to do at %d sites, %d at a time", len(todo), sites, self.jobs)
+        if self.jobs == 1:
+            for i, (path, sets) in enumerate(todo.items(), 1):
+                logger.info("[%d/%d] %s", i, len(todo), path)
+                run_one(self.config, str(path), sets)
+            return
+        ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(run_one, self.config, str(path), sets): path for path, sets in todo.items()}
+            for i, future in enumerate(as_completed(futures), 1):
+                try:
+                    future.result()
+                    logger.info("[%d/%d] finished %s", i, len(todo), futures[future])
+                except Exception:  # noqa: BLE001 - one failed run must not stop the others
+                    logger.exception("[%d/%d] FAILED %s", i, len(todo), futures[future])
+
     def records(self, sites: int, method: Method) -> list[Record]:
-        """Run (with ``rerun``) or load the runs of ``method``; MissingRuns names what is missing."""
+        """Load the runs of ``method`` (after :meth:`run_missing`); MissingRuns names what is missing."""
         out, missing = [], []
-        for mode, seed, path, run_m in self.plan(sites, method):
-            self._ensure(path, overrides(run_m, sites, mode, seed, self.base, self.scale, self.extra))
+        for mode, seed, path, _ in self.plan(sites, method):
             if (path / "final.pt").is_file():
                 out.append(self._load(path, sites, method.name, mode, seed))
             else:
@@ -125,24 +155,11 @@ class Study:
                               f"final.pt): {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
         return out
 
-    def _ensure(self, path: Path, sets: list[str]) -> None:
-        cfg = load_config(self.config, sets)
+    def _check(self, path: Path, sets: list[str]) -> None:
         if (path / "config.toml").is_file():
-            saved = RunDir.open(path).cfg
-            if to_dict(saved) != to_dict(cfg):
+            if to_dict(RunDir.open(path).cfg) != to_dict(load_config(self.config, sets)):
                 raise MissingRuns(f"{path} holds a run of another config (an earlier --scale, --set or "
                                   "version?); choose another --runs")
-        if (path / "final.pt").is_file() or not self.rerun:
-            return
-        from fedsilo.report import write_run_files
-        from fedsilo.run.start import resume_run, start_run
-
-        logger.info("Running %s", path)
-        if (path / "config.toml").is_file():
-            resume_run(path)
-        else:
-            start_run(cfg, path)
-        write_run_files(path)
 
     @staticmethod
     def _load(path: Path, sites: int, method: str, mode: str, seed: int) -> Record:
@@ -159,6 +176,20 @@ class Study:
         """The held-out numbers of ``record``'s run (computed once, kept in its folder)."""
         _, _, path, _ = next(p for p in self.plan(record.sites, method) if p[0] == record.mode and p[1] == record.seed)
         record.test = held_out_metrics(path, self.test_split)
+
+
+def run_one(config: str, path: str, sets: list[str]) -> None:
+    """Start (or resume) one run of the study in ``path`` and write its report files."""
+    from fedsilo.report import write_run_files
+    from fedsilo.run.start import resume_run, start_run
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    folder = Path(path)
+    if (folder / "config.toml").is_file():
+        resume_run(folder)
+    else:
+        start_run(load_config(config, sets), folder)
+    write_run_files(folder)
 
 
 def held_out_metrics(path: Path, split: str) -> dict[str, float]:
@@ -186,10 +217,12 @@ def held_out_metrics(path: Path, split: str) -> dict[str, float]:
 
 def study_sites(study: Study, sites: int, methods: Sequence[Method]) -> tuple[list[Record], Method, str]:
     """Every record at ``sites``, the combination and the selected method (whose test is read)."""
+    study.run_missing(sites, methods)
     records = [r for m in methods for r in study.records(sites, m)]
     combination = combine(choose_combination(records, sites, methods))
     names = [m.name for m in methods]
     if combination.parts:
+        study.run_missing(sites, [combination])
         records += study.records(sites, combination)
         names.append(combination.name)
     selected = select(records, sites, names)
@@ -256,12 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="reduced study: every schedule's rounds x SCALE (0 < SCALE <= 1)")
     p.add_argument("--config", default=CONFIG, help=f"experiment config (default {CONFIG})")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra override of every run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time with --rerun, each its own process (give "
+                   "each run --set experiment.threads=K with jobs x K <= the machine's cores)")
     p.add_argument("--plan", action="store_true", help="list the planned runs and exit")
     p.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to write the section into")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         sites, seeds, methods = parse_ints(a.sites, "sites"), parse_ints(a.seeds, "seeds"), parse_methods(a.methods)
+        if a.jobs < 1:
+            raise ValueError(f"--jobs {a.jobs}: expected at least 1")
         if not 0 < a.scale <= 1:
             raise ValueError(f"--scale {a.scale}: expected 0 < SCALE <= 1")
     except ValueError as e:
@@ -270,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_file():
         logger.warning("fedgan_ablation skipped: RetinaMNIST not found at %s (the config's data.path)", data)
         return 0
-    study = Study(a.runs, a.config, seeds, a.scale, a.overrides, a.rerun and not a.plan)
+    study = Study(a.runs, a.config, seeds, a.scale, a.overrides, a.rerun and not a.plan, a.jobs)
     if a.plan:
         seen = {path: overrides(run_m, s, mode, seed, study.base, a.scale, a.overrides)
                 for s in sites for m in methods for mode, seed, path, run_m in study.plan(s, m)}
