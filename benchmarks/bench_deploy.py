@@ -1,6 +1,6 @@
 """Deployment timing: the same config on the local engine and on a loopback deployment (issue 18).
 
-    python -m benchmarks.bench_deploy [--quick] [--chaos] [--variants all|final] [--rounds N]
+    python -m benchmarks.bench_deploy [--quick] [--chaos] [--chaos-rounds N] [--variants all|final] [--rounds N]
 
 The deployment is what ``fedsilo deploy`` starts at real sites, on one machine: a SuperLink with
 TLS and SuperNode authentication, 3 SuperNodes (each ``fedsilo deploy supernode``), and
@@ -23,7 +23,9 @@ Variants switch the speed-ups on one at a time (each a fresh deployment):
 ``--variants final`` runs the last two (what fusing saves, on the default deployment).
 
 ``--chaos`` adds the FedGIN CHAOS config (100 rounds of 5 local steps; needs ../shared/data, about
-10+ minutes per engine on 2 cores), final variant only.
+10+ minutes per engine on 2 cores), final variant only; ``--chaos-rounds N`` runs its first N
+rounds (same schedule per round, so the per-round ratio is the full run's; the whole-run ratio
+then weighs setup more).
 """
 
 from __future__ import annotations
@@ -242,7 +244,8 @@ def _row(label: str, local: tuple[float, float, Path], dep: tuple[float, float, 
             "yes" if same_val else "NO", rounds]
 
 
-def run(quick: bool = False, chaos: bool = False, variants: str = "all", rounds: int | None = None) -> str:
+def run(quick: bool = False, chaos: bool = False, variants: str = "all", rounds: int | None = None,
+        chaos_rounds: int = 100) -> str:
     rounds = rounds or (3 if quick else 5)
     sets = [f"federation.rounds={rounds}"]
     header = ["config / deployment", "s per round (deploy)", "s per round (local)", "ratio", "run s (deploy)",
@@ -263,10 +266,12 @@ def run(quick: bool = False, chaos: bool = False, variants: str = "all", rounds:
         elif chaos:
             croot = root / "chaos"
             ccfg, cdata = _chaos_case(croot)
-            clocal = run_local(ccfg, [], croot)
+            csets = [f"federation.rounds={chaos_rounds}"]
+            clocal = run_local(ccfg, csets, croot)
             label, isolation, extra, _ = VARIANTS[-1]
-            rows.append(_row(f"FedGIN CHAOS 100x5: {label}", clocal,
-                             run_deployment(ccfg, [], cdata, croot / "dep", isolation, extra), 100))
+            rows.append(_row(f"FedGIN CHAOS 100x5{'' if chaos_rounds == 100 else f' (first {chaos_rounds} rounds)'}: "
+                             f"{label}", clocal, run_deployment(ccfg, csets, cdata, croot / "dep", isolation, extra),
+                             chaos_rounds))
         else:
             notes.append("FedGIN CHAOS row not run here (`--chaos`; needs ../shared/data, 10+ min per engine).")
     body = table(header, rows)
@@ -282,14 +287,19 @@ def main() -> int:
     parser.add_argument("--variants", choices=["all", "final"], default="all",
                         help="all: the speed-ups one at a time; final: the default deployment, without and with "
                              "fused evaluation")
+    parser.add_argument("--chaos-rounds", type=int, default=100, help="rounds of the CHAOS config (default 100)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of quick-classify (default 3 with --quick, "
                                                                   "else 5)")
     args = parser.parse_args()
     start = time.monotonic()
-    body = run(quick=args.quick, chaos=args.chaos, variants=args.variants, rounds=args.rounds)
+    if not 2 <= args.chaos_rounds <= 100:
+        parser.error(f"--chaos-rounds {args.chaos_rounds}: expected 2..100 (the config's schedule has 100)")
+    body = run(quick=args.quick, chaos=args.chaos, variants=args.variants, rounds=args.rounds,
+               chaos_rounds=args.chaos_rounds)
     command = "python -m benchmarks.bench_deploy" + "".join(
         f" {flag}" for flag, on in (("--quick", args.quick), ("--chaos", args.chaos)) if on)
     command += f" --variants {args.variants}" + (f" --rounds {args.rounds}" if args.rounds else "")
+    command += f" --chaos-rounds {args.chaos_rounds}" if args.chaos and args.chaos_rounds != 100 else ""
     write_section(NAME, TITLE, command, body, start)
     print(body)
     return 0

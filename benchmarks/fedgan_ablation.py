@@ -97,9 +97,10 @@ class Study:
     """Plans, runs and loads the ablation's runs (see the module doc)."""
 
     def __init__(self, runs: Path, config: str, seeds: Sequence[int], scale: float, extra: Sequence[str],
-                 rerun: bool, jobs: int = 1) -> None:
+                 rerun: bool, jobs: int = 1, modes: Sequence[str] = MODES, tag: str = "") -> None:
         self.runs, self.config, self.seeds, self.scale = runs, config, list(seeds), scale
         self.extra, self.rerun, self.jobs = list(extra), rerun, jobs
+        self.modes, self.tag = tuple(modes), tag  # tag: suffix of the mode folders (e.g. a DP study's)
         cfg = load_config(config)
         self.base = (cfg.federation.rounds, cfg.train.local_steps)
         self.test_split = cfg.data.test_split
@@ -107,10 +108,10 @@ class Study:
     def plan(self, sites: int, method: Method) -> list[tuple[str, int, Path, Method]]:
         """(mode, seed, folder, the method run there) of ``method`` at ``sites``."""
         out = []
-        for mode in MODES:
+        for mode in self.modes:
             run_m = method if mode == "federated" else centralised_counterpart(method)
             for seed in self.seeds:
-                out.append((mode, seed, run_path(self.runs, sites, mode, run_m, seed), run_m))
+                out.append((mode, seed, run_path(self.runs, sites, mode + self.tag, run_m, seed), run_m))
         return out
 
     def run_missing(self, sites: int, methods: Sequence[Method]) -> None:
@@ -215,6 +216,41 @@ def held_out_metrics(path: Path, split: str) -> dict[str, float]:
     return metrics
 
 
+def sample_figure(study: Study, sites: int, methods: Sequence[Method], seed: int, out: Path) -> Path:
+    """Sample grids of ``methods``' released generators (seed ``seed``), federated beside
+    centralised, one row per method, written to ``out`` (PNG): the same 64 latent codes in every
+    panel (the runs' own ``samples/round-NNN.png`` codes), so panels differ only by the generator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from fedsilo.run.load import load_state
+    from fedsilo.seeding import derive_seed
+    from fedsilo.tasks import make_task
+    from fedsilo.tasks.synthesis.evaluation import generate
+    from fedsilo.tasks.synthesis.grids import sample_grid
+
+    fig, axes = plt.subplots(len(methods), len(MODES), figsize=(4.2 * len(MODES), 4.4 * len(methods)), squeeze=False)
+    for row, method in zip(axes, methods):
+        for ax, (mode, _, path, run_m) in zip(row, (p for p in study.plan(sites, method) if p[1] == seed)):
+            run = RunDir.open(path)
+            model = make_task(run.cfg).build_model()
+            model.load_state_dict(load_state(run)["model"])  # the released generator (EMA where on)
+            fake = generate(model.generator, 64, derive_seed(run.cfg.experiment.seed, "grid-z"), torch.device("cpu"))
+            ax.imshow(sample_grid(fake, nrow=8).squeeze(), cmap="gray")
+            ax.set_title(f"{method.name}, {mode}" + (f"\n(the {run_m.name} run)" if run_m is not method else ""),
+                         fontsize=10)
+            ax.axis("off")
+    fig.suptitle(f"Released generators at {sites} sites, seed {seed}: the same 64 latent codes per panel")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def study_sites(study: Study, sites: int, methods: Sequence[Method]) -> tuple[list[Record], Method, str]:
     """Every record at ``sites``, the combination and the selected method (whose test is read)."""
     study.run_missing(sites, methods)
@@ -247,6 +283,9 @@ def protocol(args: argparse.Namespace, study: Study, methods: Sequence[Method], 
         f"{args.seeds}; 1000 generated images per evaluation, the final round's (released, EMA where on) generator."
         + (f" Extra settings: `{' '.join(args.overrides)}`." if args.overrides else ""),
         "- Methods: " + "; ".join(f"`{m.name}` = {m.label}" for m in methods) + ".",
+        *([f"- Given on the command line, not chosen by this study's selection: "
+           f"{', '.join(f'`{m.name}`' for m in methods if m.parts)} (a combination chosen beforehand, e.g. at "
+           "another number of sites; see the command)."] if any(m.parts for m in methods) else []),
         "- Which numbers were selected on what: the combination and the selected configuration were chosen at each "
         "number of sites on the federated runs' validation FD (mean over seeds), computed at the sites against their "
         "own training images in fedsilo's fixed feature network (`gan.evaluation = \"federated\"`); the runs had no "
@@ -271,12 +310,19 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 def parse_methods(text: str | None) -> list[Method]:
-    """The baseline and the named options (all of :data:`METHODS` when ``text`` is None)."""
+    """The baseline and the named options (all of :data:`METHODS` when ``text`` is None); a name
+    ``a+b`` is the combination of options ``a`` and ``b`` (for instance one chosen at another
+    number of sites), run as one method."""
     names = list(METHODS) if text is None else [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [p for n in names for p in n.split("+") if p not in METHODS]
     if unknown:
-        raise ValueError(f"--methods: unknown {', '.join(unknown)}; expected among {', '.join(METHODS)}")
-    return [METHODS[BASELINE], *(METHODS[n] for n in names if n != BASELINE)]
+        raise ValueError(f"--methods: unknown {', '.join(unknown)}; expected among {', '.join(METHODS)} "
+                         "(or a combination a+b)")
+    out = [METHODS[BASELINE]]
+    for name in names:
+        if name != BASELINE:
+            out.append(combine([METHODS[p] for p in name.split("+")]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +369,16 @@ def main(argv: list[str] | None = None) -> int:
             records, combination, selected = study_sites(study, s, methods)
             all_records += records
             names = [m.name for m in methods] + ([combination.name] if combination.parts else [])
-            parts.append(site_section(records, s, names, combination, selected))
+            figure = a.results.parent / "figures" / f"fedgan-ablation-{s}-sites.png"
+            shown = [METHODS[BASELINE]]
+            if selected != BASELINE:
+                shown.append(next(m for m in [*methods, combination] if m.name == selected))
+            sample_figure(study, s, shown, seeds[0], figure)
+            parts.append(site_section(records, s, names, combination, selected)
+                         + f"\n\n![Sample grids at {s} sites]({figure.relative_to(a.results.parent).as_posix()})\n\n"
+                         f"*Sample grids of the released generators at {s} sites (seed {seeds[0]}), federated beside "
+                         "centralised: the baseline" + (f" and the selected `{selected}`" if selected != BASELINE else "")
+                         + "; the same 64 latent codes in every panel.*")
     except MissingRuns as e:
         logger.error("%s\nRun them with: python -m benchmarks.fedgan_ablation --runs %s --sites %s --seeds %s%s "
                      "--rerun", e, a.runs, a.sites, a.seeds, f" --scale {a.scale:g}" if a.scale != 1 else "")

@@ -198,18 +198,23 @@ def held_out_rows(records: Sequence[Record], sites: int, names: Sequence[str]) -
     return rows
 
 
-def ratio(records: Sequence[Record], sites: int, method: str, key: str) -> tuple[float, SeedStats]:
-    """Federated over centralised test ``key`` (same method, same seed): the ratio of the means and
-    the per-seed ratios' mean and 95% interval."""
-    fed = {r.seed: (r.test or {}).get(key, math.nan) for r in pick(records, sites, method, "federated")}
-    cen = {r.seed: (r.test or {}).get(key, math.nan) for r in pick(records, sites, method, "centralised")}
-    per_seed = [fed[s] / cen[s] for s in sorted(fed.keys() & cen.keys())
-                if math.isfinite(fed[s]) and math.isfinite(cen[s]) and cen[s] != 0]
-    f, c = (seed_stats(v.values()).mean for v in (fed, cen))
+def paired_ratio(these: Sequence[Record], reference: Sequence[Record], key: str) -> tuple[float, SeedStats]:
+    """Test ``key`` of ``these`` over ``reference``'s, runs paired by seed: the ratio of the means
+    and the per-seed ratios' mean and 95% interval."""
+    num = {r.seed: (r.test or {}).get(key, math.nan) for r in these}
+    den = {r.seed: (r.test or {}).get(key, math.nan) for r in reference}
+    per_seed = [num[s] / den[s] for s in sorted(num.keys() & den.keys())
+                if math.isfinite(num[s]) and math.isfinite(den[s]) and den[s] != 0]
+    f, c = (seed_stats(v.values()).mean for v in (num, den))
     return (f / c if math.isfinite(f) and math.isfinite(c) and c != 0 else math.nan), seed_stats(per_seed)
 
 
-def _ratio_cell(of_means: float, per_seed: SeedStats, scale: float, unit: str) -> str:
+def ratio(records: Sequence[Record], sites: int, method: str, key: str) -> tuple[float, SeedStats]:
+    """Federated over centralised test ``key`` (same method, same seed): see :func:`paired_ratio`."""
+    return paired_ratio(pick(records, sites, method, "federated"), pick(records, sites, method, "centralised"), key)
+
+
+def ratio_cell(of_means: float, per_seed: SeedStats, scale: float, unit: str) -> str:
     if not math.isfinite(of_means):
         return "–"
     ci = f" (per seed {per_seed.mean * scale:.2f}{unit}, 95% CI [{per_seed.low * scale:.2f}, " \
@@ -217,7 +222,7 @@ def _ratio_cell(of_means: float, per_seed: SeedStats, scale: float, unit: str) -
     return f"{of_means * scale:.2f}{unit}{ci}"
 
 
-def _verdict(value: float, bound: float | None, at_most: bool) -> str:
+def verdict(value: float, bound: float | None, at_most: bool) -> str:
     if bound is None:
         return "no goal at this number of sites"
     if not math.isfinite(value):
@@ -239,10 +244,10 @@ def goal_rows(records: Sequence[Record], sites: int, names: Sequence[str]) -> li
                 ("tstr_kappa", "TSTR kappa, % of centralised", 100.0, "%", TSTR_GOAL, False)):
             of_means, per_seed = ratio(records, sites, name, key)
             cen = held_out_stats(records, sites, name, "centralised", key)
-            verdict = (_verdict(of_means * scale, bound, at_most) if math.isfinite(of_means)
-                       else "not measured (unconditional generator)" if cen.n == 0 and key == "tstr_kappa"
-                       else "undefined (centralised value 0)" if cen.n and cen.mean == 0 else "not measured")
-            rows.append([str(sites), name, label, _ratio_cell(of_means, per_seed, scale, unit), verdict])
+            says = (verdict(of_means * scale, bound, at_most) if math.isfinite(of_means)
+                    else "not measured (unconditional generator)" if cen.n == 0 and key == "tstr_kappa"
+                    else "undefined (centralised value 0)" if cen.n and cen.mean == 0 else "not measured")
+            rows.append([str(sites), name, label, ratio_cell(of_means, per_seed, scale, unit), says])
     return rows
 
 

@@ -105,3 +105,32 @@ def test_run_overrides_validate_only_and_scale_the_schedule():
     assert [m.name for m in fedgan_ablation.parse_methods("ema,baseline")] == ["baseline", "ema"]
     with pytest.raises(ValueError, match="unknown nope"):
         fedgan_ablation.parse_methods("nope")
+    # a combination given by name (e.g. chosen at 3 sites, run at 10): one method with its parts
+    combo = fedgan_ablation.parse_methods("keep_opt+ema")[1]
+    assert combo.name == "keep_opt+ema" and combo.parts == ("keep_opt", "ema") and combo.ema
+    assert combo.sets == ("train.keep_optimizer_state=true",)
+    assert "gan.ema_decay=0.9000" in fedgan_ablation.overrides(combo, 10, "federated", 0, (60, 15), 1.0)
+    with pytest.raises(ValueError, match="two of one group"):
+        fedgan_ablation.parse_methods("local_d+local_norm_d")
+
+
+def test_dp_goals_compare_with_the_non_private_run_paired_by_seed():
+    from benchmarks import fedgan_dp_options as dp
+
+    private = records_of(3, "small_d", "federated", [1.0, 1.0],
+                         [{"precision": 0.9, "recall": 0.2, "fd": 9.0}, {"precision": 0.8, "recall": 0.3, "fd": 12.0}])
+    plain = records_of(3, "baseline", "federated", [1.0, 1.0],
+                       [{"precision": 1.0, "recall": 0.5, "fd": 4.0}, {"precision": 1.0, "recall": 0.5, "fd": 4.0}])
+    rows = {r[1]: r for r in dp.goal_rows(private, plain, "small_d")}
+    assert rows["precision (absolute)"][2].startswith("0.850 ± 0.071") and rows["precision (absolute)"][3] == "holds (>= 0.8)"
+    assert rows["recall, % of the non-private federated run"][2].startswith("50.00%")
+    assert rows["recall, % of the non-private federated run"][3] == "holds (>= 50)"
+    assert rows["FD / the non-private federated run's"][2].startswith("2.62x (per seed 2.62x")
+    assert rows["FD / the non-private federated run's"][3] == "holds (<= 3)"
+    collapsed = records_of(3, "baseline", "federated", [1.0], [{"precision": 0.1, "recall": 0.0, "fd": 40.0}])
+    no_recall = records_of(3, "baseline", "federated", [1.0], [{"precision": 1.0, "recall": 0.0, "fd": 4.0}])
+    rows = {r[1]: r for r in dp.goal_rows(collapsed, no_recall, "baseline")}
+    assert rows["precision (absolute)"][3] == "does not hold (>= 0.8)"
+    assert rows["recall, % of the non-private federated run"][3] == "undefined (non-private value 0)"
+    assert rows["FD / the non-private federated run's"][3] == "does not hold (<= 3)"
+    assert dp.dp_sets(8) == ["privacy.mode=sample", "privacy.epsilon=8", "privacy.delta=1e-5"]
