@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import multiprocessing
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -337,12 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra override of every run")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time with --rerun, each its own process (give "
                    "each run --set experiment.threads=K with jobs x K <= the machine's cores)")
+    p.add_argument("--tag", default="", help="a section of its own, e.g. --tag conditional for a study with "
+                   "--set gan.conditional=true (letters, digits, '-'; default: the main section)")
     p.add_argument("--plan", action="store_true", help="list the planned runs and exit")
     p.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to write the section into")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         sites, seeds, methods = parse_ints(a.sites, "sites"), parse_ints(a.seeds, "seeds"), parse_methods(a.methods)
+        if a.tag and not re.fullmatch(r"[A-Za-z0-9-]+", a.tag):
+            raise ValueError(f"--tag {a.tag!r}: expected letters, digits and '-'")
         if a.jobs < 1:
             raise ValueError(f"--jobs {a.jobs}: expected at least 1")
         if not 0 < a.scale <= 1:
@@ -369,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             records, combination, selected = study_sites(study, s, methods)
             all_records += records
             names = [m.name for m in methods] + ([combination.name] if combination.parts else [])
-            figure = a.results.parent / "figures" / f"fedgan-ablation-{s}-sites.png"
+            figure = a.results.parent / "figures" / f"fedgan-ablation{'-' + a.tag if a.tag else ''}-{s}-sites.png"
             shown = [METHODS[BASELINE]]
             if selected != BASELINE:
                 shown.append(next(m for m in [*methods, combination] if m.name == selected))
@@ -396,8 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd = (f"python -m benchmarks.fedgan_ablation --runs {a.runs} --sites {a.sites} --seeds {a.seeds}"
            + (f" --methods {a.methods}" if a.methods else "") + (f" --scale {a.scale:g}" if a.scale != 1 else "")
            + "".join(f" --set {o}" for o in a.overrides) + " --rerun")
-    write_section(NAME, TITLE, cmd, body, min(started, time.monotonic() - secs), a.results)
-    logger.info("Wrote the section %r of %s", TITLE, a.results)
+    name, title = NAME, TITLE
+    if a.tag:
+        cmd += f" --tag {a.tag}"
+        name, title = f"{NAME}-{a.tag}", f"{TITLE}: {a.tag.replace('-', ' ')}"
+    write_section(name, title, cmd, body, min(started, time.monotonic() - secs), a.results)
+    logger.info("Wrote the section %r of %s", title, a.results)
     return 0
 
 
