@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fedsilo.config import ConfigError
+from fedsilo.privacy.accounting import epsilon_for
 from fedsilo.report.summary import final_rows
 from fedsilo.run.load import initial_weights, load_trained
 from fedsilo.run.loop import RunInterrupted
@@ -144,7 +145,13 @@ def test_a_small_dp_discriminator_starts_from_ct_pretraining(tmp_path):
         torch.testing.assert_close(initial["discriminator.stem.0.weight"][:, c], src["discriminator.stem.0.weight"][:, 0] / 3)
     torch.testing.assert_close(initial["generator.blocks.0.0.weight"], src["generator.blocks.0.0.weight"])
     run = start_run(cfg, tmp_path / "dp")
-    assert final_rows(run)["site-1"]["train_epsilon"] > 0
+    # the site's epsilon is its accountant's: one round of local_steps x d_steps Poisson-sampled D steps
+    state = torch.load(run.final_path, weights_only=False)["site_state"]["site-1"]
+    (q,), (steps,) = state["dp-rate"], state["dp-steps"]
+    assert steps == cfg.train.local_steps * cfg.gan.d_steps and 0 < q < 1
+    row = final_rows(run)["site-1"]  # delta 0 in the config: min(1e-5, 1 / the site's images)
+    assert row["train_delta"] == 1e-5
+    assert row["train_epsilon"] == pytest.approx(epsilon_for(1.0, q, steps, row["train_delta"]))
     d = load_trained(run.path).model.discriminator
     assert len(d.blocks) == 0 and sum(p.numel() for p in d.parameters()) < 3000
 
