@@ -203,6 +203,13 @@ def test_a_site_keeps_its_own_discriminator_and_only_the_generator_is_averaged(t
     expected = task.evaluate_site(model, task.site_data(1).val, torch.device("cpu"))
     logged = [r for r in run.read_metrics() if r["scope"] == "site-2" and r["round"] == 2 and "val_d_real" in r]
     assert logged and logged[0]["val_d_real"] == pytest.approx(expected["d_real"], rel=1e-5)
+    # the run's discriminator is the untrained one it started from: the audit skips LOGAN and says why
+    from fedsilo.audit.registry import run_audit
+
+    report = run_audit(run.path, overrides=["audit.max_samples=20", "audit.gan_samples=40", "audit.latent_steps=2",
+                                            "audit.max_targets=2"])
+    assert "logan" not in report["attacks"] and "gan_leaks_blackbox" in report["attacks"]
+    assert any(n.startswith("LOGAN skipped: gan.federation.discriminator = 'local'") for n in report["notes"])
 
 
 def test_local_discriminator_norms_and_a_server_optimiser_per_network(tmp_path):
