@@ -63,14 +63,17 @@ def test_the_validation_record_is_taken_out_of_a_training_reply(superlink_identi
     assert take_validation(reply) is None
 
 
-@pytest.mark.parametrize("extra", [(), ("federation.num_sites=3", "federation.fraction_train=0.5")],
-                         ids=["all-sampled", "some-not-sampled"])
+@pytest.mark.parametrize("extra", [(), ("federation.num_sites=3", "federation.fraction_train=0.5"),
+                                   ("federation.strategy.name=fedbn",),
+                                   ("privacy.mode=client", "privacy.noise_multiplier=0.3",
+                                    "privacy.reproducible_noise=true")],
+                         ids=["all-sampled", "some-not-sampled", "fedbn", "client-dp"])
 def test_fused_and_separate_evaluation_log_the_same_numbers_and_train_the_same_weights(tiny_cfg, tmp_path, extra):
     base = ("federation.rounds=3", *extra)
     fused = start_run(tiny_cfg(*base, "federation.fused_evaluation=on"), tmp_path / "fused")
     plain = start_run(tiny_cfg(*base, "federation.fused_evaluation=off"), tmp_path / "plain")
     a, b = _rows(fused.path), _rows(plain.path)
-    sites = 3 if extra else 2
+    sites = fused.cfg.federation.num_sites
     assert len(_val(a)) == 3 * (sites + 1)  # every site and the global row, rounds 1-3
     assert _val(a) == _val(b)
     assert _canonical(a) == _canonical(b)
