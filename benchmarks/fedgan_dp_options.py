@@ -40,19 +40,16 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, write_section
-from benchmarks.fedgan_ablation import CONFIG, Study, parse_ints, run_one
+from benchmarks.fedgan_ablation import CONFIG, Study, parse_ints, run_one, study_sites
 from benchmarks.fedgan_ablation_tables import (
     BASELINE,
     TEST_COLUMNS,
     VAL_COLUMNS,
     Method,
     Record,
-    choose_combination,
-    combine,
     held_out_rows,
     paired_ratio,
     ratio_cell,
-    select,
     validation_rows,
     verdict,
 )
@@ -163,19 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                modes=("federated",), tag=f"-dp-eps{a.epsilon:g}")
     try:
         plain.run_missing(a.sites, methods[:1])
-        dp.run_missing(a.sites, methods)
-        records = [r for m in methods for r in dp.records(a.sites, m)]
-        combination = combine(choose_combination(records, a.sites, methods))
-        names = [m.name for m in methods]
-        if combination.parts:
-            dp.run_missing(a.sites, [combination])
-            records += dp.records(a.sites, combination)
-            names.append(combination.name)
-        selected = select(records, a.sites, names)
-        by_name = {**{m.name: m for m in methods}, combination.name: combination}
-        for r in records:
-            if r.method in (BASELINE, selected):
-                dp.read_test(r, by_name[r.method])
+        records, combination, selected = study_sites(dp, a.sites, methods)
+        names = [m.name for m in methods] + ([combination.name] if combination.parts else [])
         no_dp = plain.records(a.sites, methods[0])
         for r in no_dp:
             plain.read_test(r, methods[0])
