@@ -26,7 +26,7 @@ Needs ../shared/data/retinamnist (skipped, with the reason, when absent).
 Cost: 108 runs (+ 6 per number of sites for a combination of two or more options) of 900 local
 steps per site; measured on the shared 2-core machine (load 3-6): about 0.04 s per site and local
 step plus 0.5 s per round, i.e. 2.4 min per 3-site run and 6.4 min per 10-site run, so about 9 h
-in one process (``--jobs 2 --set experiment.threads=1`` runs two at a time); ``--scale 0.25``
+in one process (``--jobs 2`` runs two at a time, one torch thread each as the config sets); ``--scale 0.25``
 at 3 sites took about 1 min per run.
 """
 
