@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import REPO, table
+from fedsilo.deploy.checks import free_port
 
 NAME = "deploy"
 TITLE = "Deployment timing: 3 SuperNodes with TLS and authentication on loopback vs the local engine (issue 18)"
@@ -79,12 +79,6 @@ exchange costs up to 3 s; and both the SuperNode and the ServerApp fetch a messa
 back-off starting at 1 s (doubling to 10 s) when they see the message before its arrays were
 uploaded, which a fast poll and a loaded machine make likely. The worker's log splits each task
 into pull/app/push seconds."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -181,7 +175,7 @@ def run_deployment(cfg: Path, sets: list[str], data: dict[str, Path], root: Path
     certs = root / "certs"
     make_certs(certs, list(data))
     env = _env(extra)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     procs = [_fedsilo(["deploy", "superlink", "--certs", str(certs), "--address", address], root / "superlink.log", env)]
     try:
         deadline = time.monotonic() + 180
@@ -191,8 +185,14 @@ def run_deployment(cfg: Path, sets: list[str], data: dict[str, Path], root: Path
             time.sleep(0.5)
         for site, folder in data.items():
             procs.append(_fedsilo(["deploy", "supernode", "--certs", str(certs / "sites" / site), "--site", site,
-                                   "--data", str(folder), "--superlink", address, "--port", str(_free_port()),
+                                   "--data", str(folder), "--superlink", address, "--port", str(free_port()),
                                    "--isolation", isolation], root / f"node-{site}.log", env))
+        for site, proc in zip(data, procs[1:]):  # a SuperNode that failed to start would stall the run
+            log = root / f"node-{site}.log"
+            while "SuperNode ID" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline + 180:
+                    raise RuntimeError(f"the SuperNode of {site} did not start; see {log}")
+                time.sleep(0.5)
         out = root / "run"
         cmd = [sys.executable, "-m", "fedsilo", "deploy", "run", str(cfg), "--out", str(out), "--superlink", address,
                "--certs", str(certs), "--timeout", "7200", *[a for s in sets for a in ("--set", s)]]

@@ -386,3 +386,30 @@ def test_deploy_run_errors_without_traceback(tmp_path):
     code = main(["deploy", "run", str(good), "--superlink", "127.0.0.1:1", "--certs", str(tmp_path / "c"),
                  "--out", str(tmp_path / "run")])
     assert code == 2 and (tmp_path / "run" / "keep.txt").read_text() == "x"
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch):
+    """The kernel may give a just-closed port 0 again; free_port skips ports it already returned."""
+    import fedsilo.deploy.checks as checks
+
+    first = checks.free_port()
+    ports = iter([first, first, first + 1])
+
+    class Fixed:  # a socket whose port 0 is ``first`` twice, then another
+        def __init__(self, *a):
+            self.port = next(ports)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def bind(self, addr):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(checks.socket, "socket", Fixed)
+    assert checks.free_port() == first + 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import torch
 
 from fedsilo.config import dumps
 from fedsilo.deploy.certs import make_certs
+from fedsilo.deploy.checks import free_port
 from fedsilo.deploy.sites import write_site_folders
 from fedsilo.run.start import start_run
 from helpers import REPO_ROOT, chaos_sites, phantom_classification_config, seg_config
@@ -29,12 +29,6 @@ from helpers import REPO_ROOT, chaos_sites, phantom_classification_config, seg_c
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 SRC = REPO_ROOT / "src"
 SITES = ["site-1", "site-2", "site-3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,16 +23,11 @@ import torch
 import fedsilo
 from fedsilo.cli import main
 from fedsilo.config import ConfigError, dumps
+from fedsilo.deploy.checks import free_port
 from fedsilo.federation import ray_cluster
 from fedsilo.run.start import start_run
 
 HEAD_START_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +35,10 @@ def ray_head():
     """``127.0.0.1:PORT`` of a 2-CPU Ray head on loopback, stopped (with all it started) afterwards."""
     ray_bin = Path(sys.executable).with_name("ray")
     temp = tempfile.mkdtemp(prefix="fsray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
+    port = free_port()
     log_path = Path(temp) / "head.log"
     cmd = [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-           f"--ray-client-server-port={_free_port()}", f"--temp-dir={temp}", "--num-cpus=2",
+           f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}", "--num-cpus=2",
            "--include-dashboard=false", "--disable-usage-stats"]
     with log_path.open("w") as log:
         head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -151,7 +145,7 @@ def _versions() -> dict[str, str | None]:
 
 @pytest.mark.timeout(120)  # ray.init alone retries an unreachable address for minutes
 def test_unreachable_address_fails_fast_in_one_line(tmp_path, tiny_cfg, capsys):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     config = tmp_path / "tiny.toml"
     config.write_text(dumps(tiny_cfg()))
     code = main(["run", str(config), "--out", str(tmp_path / "run"), "--engine", "simulation",

@@ -17,6 +17,26 @@ from cryptography.hazmat.primitives import serialization
 
 from fedsilo.deploy.certs import DeployError
 
+_HANDED_OUT: set[tuple[str, int]] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now and that this process has not handed out before.
+
+    Binding port 0 and closing the socket lets the kernel give the same port to the next call
+    (seen: two SuperNodes of one loopback deployment got one port, and one failed to start), so
+    ports already returned are skipped. A port can still be taken by another process between this
+    call and its use; callers start one server per port and check that it started.
+    """
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if (host, port) not in _HANDED_OUT:
+            _HANDED_OUT.add((host, port))
+            return port
+    raise DeployError(f"no free TCP port on {host} that was not handed out already (1000 tries)")
+
 
 def parse_address(address: str, what: str = "--superlink") -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port)."""
