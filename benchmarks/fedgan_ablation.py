@@ -240,14 +240,14 @@ def sample_figure(study: Study, sites: int, methods: Sequence[Method], seed: int
             model = make_task(run.cfg).build_model()
             model.load_state_dict(load_state(run)["model"])  # the released generator (EMA where on)
             fake = generate(model.generator, 64, derive_seed(run.cfg.experiment.seed, "grid-z"), torch.device("cpu"))
-            ax.imshow(sample_grid(fake, nrow=8).squeeze(), cmap="gray")
+            ax.imshow(sample_grid(fake, nrow=8).squeeze(), cmap="gray", interpolation="nearest")
             ax.set_title(f"{method.name}, {mode}" + (f"\n(the {run_m.name} run)" if run_m is not method else ""),
                          fontsize=10)
             ax.axis("off")
     fig.suptitle(f"Released generators at {sites} sites, seed {seed}: the same 64 latent codes per panel")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=72)  # about the grids' own resolution (8 x 30 px per panel side)
     plt.close(fig)
     return out
 
