@@ -134,3 +134,15 @@ def test_dp_goals_compare_with_the_non_private_run_paired_by_seed():
     assert rows["recall, % of the non-private federated run"][3] == "undefined (non-private value 0)"
     assert rows["FD / the non-private federated run's"][3] == "does not hold (<= 3)"
     assert dp.dp_sets(8) == ["privacy.mode=sample", "privacy.epsilon=8", "privacy.delta=1e-5"]
+
+
+def test_the_dp_section_reads_a_collapse_only_when_every_tested_private_run_has_zero_recall():
+    from benchmarks import fedgan_dp_options as dp
+
+    test = [{"precision": 0.01, "recall": 0.0, "fd": 40.0}] * 2
+    private = records_of(3, "baseline", "federated", [0.5, 0.6], test)
+    plain = records_of(3, "baseline", "federated", [0.1, 0.1], [{"precision": 0.9, "recall": 0.4, "fd": 5.0}] * 2)
+    text = dp.section(private, plain, 3, ["baseline"], METHODS["baseline"], "baseline", 8.0)
+    assert "| baseline, no DP | federated | 2 |" in text and "collapsed" in text
+    private[1].test = {"precision": 0.9, "recall": 0.2, "fd": 8.0}
+    assert "collapsed" not in dp.section(private, plain, 3, ["baseline"], METHODS["baseline"], "baseline", 8.0)
