@@ -219,8 +219,9 @@ def held_out_metrics(path: Path, split: str) -> dict[str, float]:
 
 def sample_figure(study: Study, sites: int, methods: Sequence[Method], seed: int, out: Path) -> Path:
     """Sample grids of ``methods``' released generators (seed ``seed``), federated beside
-    centralised, one row per method, written to ``out`` (PNG): the same 64 latent codes in every
-    panel (the runs' own ``samples/round-NNN.png`` codes), so panels differ only by the generator."""
+    centralised, one row per method, written to ``out`` (PNG): the same 64 latent codes (and grades,
+    when conditional) in every panel, the runs' own ``samples/round-NNN.png`` ones, so panels
+    differ only by the generator."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,18 +229,17 @@ def sample_figure(study: Study, sites: int, methods: Sequence[Method], seed: int
     import torch
 
     from fedsilo.run.load import load_state
-    from fedsilo.seeding import derive_seed
     from fedsilo.tasks import make_task
-    from fedsilo.tasks.synthesis.evaluation import generate
     from fedsilo.tasks.synthesis.grids import sample_grid
 
     fig, axes = plt.subplots(len(methods), len(MODES), figsize=(4.2 * len(MODES), 4.4 * len(methods)), squeeze=False)
     for row, method in zip(axes, methods):
         for ax, (mode, _, path, run_m) in zip(row, (p for p in study.plan(sites, method) if p[1] == seed)):
             run = RunDir.open(path)
-            model = make_task(run.cfg).build_model()
+            task = make_task(run.cfg)
+            model = task.build_model()
             model.load_state_dict(load_state(run)["model"])  # the released generator (EMA where on)
-            fake = generate(model.generator, 64, derive_seed(run.cfg.experiment.seed, "grid-z"), torch.device("cpu"))
+            fake = task.sample_grid_images(model, torch.device("cpu"))
             ax.imshow(sample_grid(fake, nrow=8).squeeze(), cmap="gray", interpolation="nearest")
             ax.set_title(f"{method.name}, {mode}" + (f"\n(the {run_m.name} run)" if run_m is not method else ""),
                          fontsize=10)

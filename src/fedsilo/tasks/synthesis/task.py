@@ -341,13 +341,17 @@ class SynthesisTask(Task):
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """``samples/round-NNN.png`` (the same 64 latent codes every round; rows of one grade when
         conditional) and, after the last round, ``samples/nearest-real.png``."""
-        g = self.cfg.gan
-        grades = torch.arange(GRID) // (GRID // 8) % NUM_GRADES if g.conditional else None
-        fake = generate(model.generator, GRID, derive_seed(self.cfg.experiment.seed, "grid-z"), device, grades)
+        fake = self.sample_grid_images(model, device)
         (Path(out_dir) / "samples").mkdir(parents=True, exist_ok=True)
         save_grid_png(fake.cpu(), Path(out_dir) / "samples" / f"round-{rnd:03d}.png", nrow=8, scale=_scale(fake))
         if rnd == self.cfg.federation.rounds and self.federated_eval is None:  # (no pooled images otherwise)
             self.nearest_real_grid(fake[:8], Path(out_dir) / "samples" / "nearest-real.png")
+
+    def sample_grid_images(self, model: nn.Module, device: torch.device) -> torch.Tensor:
+        """The 64 images ``(64, C, H, W)`` of the sample grids: latent codes from the run's seed, and
+        rows of one grade (0-4, repeating) when conditional; the same for every round and run of a seed."""
+        grades = torch.arange(GRID) // (GRID // 8) % NUM_GRADES if self.cfg.gan.conditional else None
+        return generate(model.generator, GRID, derive_seed(self.cfg.experiment.seed, "grid-z"), device, grades)
 
     def nearest_real_grid(self, fake: torch.Tensor, path: Path) -> Path:
         """Top row: generated images; bottom row: the closest pooled training image of each (pixels)."""
