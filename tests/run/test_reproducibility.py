@@ -24,6 +24,11 @@ RECORDED: dict[str, dict[str, str]] = {
         "quick-fedgin": "d05ee7fc4773085e",
         "quick-fedgan": "cac1803e092ed3f2",
     },
+    "Intel(R) Xeon(R) Processor": {  # recorded on a fresh clone, 2026-12-03
+        "quick-classify": "a482cfd3556ea25a",
+        "quick-fedgin": "e7ff5a17271e62e1",
+        "quick-fedgan": "53034753c1c6a81d",
+    },
 }
 
 
