@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{2 * len(seeds)} runs more)")
         return 0
     started = time.monotonic()
+    conditional = load_config(a.config, a.overrides).gan.conditional
     parts, all_records = [], []
     try:
         for s in sites:
@@ -384,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                          + f"\n\n![Sample grids at {s} sites]({figure.relative_to(a.results.parent).as_posix()})\n\n"
                          f"*Sample grids of the released generators at {s} sites (seed {seeds[0]}), federated beside "
                          "centralised: the baseline" + (f" and the selected `{selected}`" if selected != BASELINE else "")
-                         + "; the same 64 latent codes in every panel.*")
+                         + "; the same 64 latent codes in every panel"
+                         + ("; each row one DR grade (0-4, repeating)" if conditional else "") + ".*")
     except MissingRuns as e:
         logger.error("%s\nRun them with: python -m benchmarks.fedgan_ablation --runs %s --sites %s --seeds %s%s "
                      "--rerun", e, a.runs, a.sites, a.seeds, f" --scale {a.scale:g}" if a.scale != 1 else "")
