@@ -230,16 +230,16 @@ def sample_figure(study: Study, sites: int, methods: Sequence[Method], seed: int
 
     from fedsilo.run.load import load_state
     from fedsilo.tasks import make_task
+    from fedsilo.tasks.synthesis.evaluation import grid_images
     from fedsilo.tasks.synthesis.grids import sample_grid
 
     fig, axes = plt.subplots(len(methods), len(MODES), figsize=(4.2 * len(MODES), 4.4 * len(methods)), squeeze=False)
     for row, method in zip(axes, methods):
         for ax, (mode, _, path, run_m) in zip(row, (p for p in study.plan(sites, method) if p[1] == seed)):
             run = RunDir.open(path)
-            task = make_task(run.cfg)
-            model = task.build_model()
+            model = make_task(run.cfg).build_model()
             model.load_state_dict(load_state(run)["model"])  # the released generator (EMA where on)
-            fake = task.sample_grid_images(model, torch.device("cpu"))
+            fake = grid_images(model.generator, run.cfg.experiment.seed, run.cfg.gan.conditional, torch.device("cpu"))
             ax.imshow(sample_grid(fake, nrow=8).squeeze(), cmap="gray", interpolation="nearest")
             ax.set_title(f"{method.name}, {mode}" + (f"\n(the {run_m.name} run)" if run_m is not method else ""),
                          fontsize=10)

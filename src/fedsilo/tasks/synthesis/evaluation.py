@@ -21,6 +21,7 @@ from torch import nn
 
 from fedsilo.models.classifier import GradeCNN
 from fedsilo.models.dcgan import DCGANGenerator, sample_latent
+from fedsilo.seeding import derive_seed
 from fedsilo.tasks.classification.metrics import grading_metrics
 from fedsilo.tasks.synthesis.diversity import ms_ssim_diversity
 from fedsilo.tasks.synthesis.features import FeatureAdapter
@@ -31,6 +32,15 @@ from fedsilo.tasks.synthesis.stats import MetricResult
 from fedsilo.tasks.synthesis.training import train_classifier
 
 BOOTSTRAP = 200
+
+
+def grid_images(generator: DCGANGenerator, seed: int, conditional: bool, device: torch.device,
+                n: int = 64) -> torch.Tensor:
+    """The ``n`` images ``(n, C, H, W)`` of a run's sample grids: latent codes drawn with the run's
+    ``seed`` and, when ``conditional``, rows of 8 of one grade (0-4, repeating); the same for every
+    round and every run of that seed, so grids differ only by the generator."""
+    grades = torch.arange(n) // 8 % NUM_GRADES if conditional else None
+    return generate(generator, n, derive_seed(seed, "grid-z"), device, grades)
 
 
 def generate(generator: DCGANGenerator, n: int, seed: int, device: torch.device,

@@ -44,7 +44,7 @@ from fedsilo.models.norms import norm_state_keys
 from fedsilo.seeding import derive_seed, torch_generator
 from fedsilo.tasks.base import InferenceSpec, LocalSteps, Phase, StepLoss, Task, TrainContext
 from fedsilo.tasks.synthesis.data import GanImages, SliceImages, all_images
-from fedsilo.tasks.synthesis.evaluation import discriminator_view, generate, generator_metrics
+from fedsilo.tasks.synthesis.evaluation import discriminator_view, generate, generator_metrics, grid_images
 from fedsilo.tasks.synthesis.federated_eval import FederatedEvaluation
 from fedsilo.tasks.synthesis.grids import save_grid_png
 from fedsilo.tasks.synthesis.manifold import nearest_neighbours
@@ -341,17 +341,11 @@ class SynthesisTask(Task):
     def round_artifacts(self, model: nn.Module, rnd: int, out_dir: Any, device: torch.device) -> None:
         """``samples/round-NNN.png`` (the same 64 latent codes every round; rows of one grade when
         conditional) and, after the last round, ``samples/nearest-real.png``."""
-        fake = self.sample_grid_images(model, device)
+        fake = grid_images(model.generator, self.cfg.experiment.seed, self.cfg.gan.conditional, device, GRID)
         (Path(out_dir) / "samples").mkdir(parents=True, exist_ok=True)
         save_grid_png(fake.cpu(), Path(out_dir) / "samples" / f"round-{rnd:03d}.png", nrow=8, scale=_scale(fake))
         if rnd == self.cfg.federation.rounds and self.federated_eval is None:  # (no pooled images otherwise)
             self.nearest_real_grid(fake[:8], Path(out_dir) / "samples" / "nearest-real.png")
-
-    def sample_grid_images(self, model: nn.Module, device: torch.device) -> torch.Tensor:
-        """The 64 images ``(64, C, H, W)`` of the sample grids: latent codes from the run's seed, and
-        rows of one grade (0-4, repeating) when conditional; the same for every round and run of a seed."""
-        grades = torch.arange(GRID) // (GRID // 8) % NUM_GRADES if self.cfg.gan.conditional else None
-        return generate(model.generator, GRID, derive_seed(self.cfg.experiment.seed, "grid-z"), device, grades)
 
     def nearest_real_grid(self, fake: torch.Tensor, path: Path) -> Path:
         """Top row: generated images; bottom row: the closest pooled training image of each (pixels)."""
