@@ -4,6 +4,8 @@ spectral normalisation's refusal under DP, and a small DP discriminator warm-sta
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -148,7 +150,9 @@ def test_a_small_dp_discriminator_starts_from_ct_pretraining(tmp_path):
     # the site's epsilon is its accountant's: one round of local_steps x d_steps Poisson-sampled D steps
     state = torch.load(run.final_path, weights_only=False)["site_state"]["site-1"]
     (q,), (steps,) = state["dp-rate"], state["dp-steps"]
-    assert steps == cfg.train.local_steps * cfg.gan.d_steps and 0 < q < 1
+    assert steps == cfg.train.local_steps * cfg.gan.d_steps
+    n = len(make_task(cfg).site_data(0).train)  # Poisson rate: one expected batch of the site's images
+    assert q == 1 / math.ceil(n / cfg.train.batch_size)
     row = final_rows(run)["site-1"]  # delta 0 in the config: min(1e-5, 1 / the site's images)
     assert row["train_delta"] == 1e-5
     assert row["train_epsilon"] == pytest.approx(epsilon_for(1.0, q, steps, row["train_delta"]))
