@@ -174,10 +174,9 @@ class Study:
         return Record(sites, method, mode, seed, val, test, _seconds(path, env),
                       str(env.get("git", {}).get("commit", "unknown"))[:7], str(path))
 
-    def read_test(self, record: Record, method: Method) -> None:
+    def read_test(self, record: Record) -> None:
         """The held-out numbers of ``record``'s run (computed once, kept in its folder)."""
-        _, _, path, _ = next(p for p in self.plan(record.sites, method) if p[0] == record.mode and p[1] == record.seed)
-        record.test = held_out_metrics(path, self.test_split)
+        record.test = held_out_metrics(Path(record.path), self.test_split)
 
 
 def run_one(config: str, path: str, sets: list[str]) -> None:
@@ -252,6 +251,13 @@ def sample_figure(study: Study, sites: int, methods: Sequence[Method], seed: int
     return out
 
 
+def run_time(records: Sequence[Record]) -> tuple[list[Record], float]:
+    """The distinct runs of ``records`` (a centralised run can stand for several methods) and their
+    seconds of run time one after another."""
+    unique = list({r.path: r for r in records}.values())
+    return unique, sum(r.seconds for r in unique if math.isfinite(r.seconds))
+
+
 def study_sites(study: Study, sites: int, methods: Sequence[Method]) -> tuple[list[Record], Method, str]:
     """Every record at ``sites``, the combination and the selected method (whose test is read)."""
     study.run_missing(sites, methods)
@@ -263,10 +269,9 @@ def study_sites(study: Study, sites: int, methods: Sequence[Method]) -> tuple[li
         records += study.records(sites, combination)
         names.append(combination.name)
     selected = select(records, sites, names)
-    by_name = {**{m.name: m for m in methods}, combination.name: combination}
     for r in records:
         if r.method in (BASELINE, selected):
-            study.read_test(r, by_name[r.method])
+            study.read_test(r)
     return records, combination, selected
 
 
@@ -395,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                                 (f"sites {a.sites}", sorted(sites) != [3, 10]),
                                 (f"{len(methods) - 1} of {len(METHODS) - 1} options", len(methods) < len(METHODS)))
                if hit]
-    unique = {r.path: r for r in all_records}.values()  # a centralised run can stand for several methods
-    secs = sum(r.seconds for r in unique if math.isfinite(r.seconds))
+    unique, secs = run_time(all_records)
     commits = sorted({r.commit for r in unique})
     note = (f"- {len(unique)} runs, commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}, "
             f"{secs / 60:.0f} min of run time one after another.")

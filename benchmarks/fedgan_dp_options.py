@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, write_section
-from benchmarks.fedgan_ablation import CONFIG, Study, parse_ints, run_one, study_sites
+from benchmarks.fedgan_ablation import CONFIG, Study, parse_ints, run_one, run_time, study_sites
 from benchmarks.fedgan_ablation_tables import (
     BASELINE,
     TEST_COLUMNS,
@@ -170,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         names = [m.name for m in methods] + ([combination.name] if combination.parts else [])
         no_dp = plain.records(a.sites, methods[0])
         for r in no_dp:
-            plain.read_test(r, methods[0])
+            plain.read_test(r)
     except MissingRuns as e:
         logger.error("%s\nRun them with: python -m benchmarks.fedgan_dp_options --runs %s --rerun", e, a.runs)
         return 2
-    unique = {r.path: r for r in [*records, *no_dp]}.values()
-    secs = sum(r.seconds for r in unique if math.isfinite(r.seconds))
+    unique, secs = run_time([*records, *no_dp])
     reduced = [w for w, hit in ((f"seeds {a.seeds}", len(seeds) < 3), ("extra settings", bool(a.overrides))) if hit]
     protocol = (
         *([f"**REDUCED STUDY** ({'; '.join(reduced)}): not issue 17's protocol."] if reduced else []),
